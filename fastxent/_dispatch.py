@@ -1,0 +1,53 @@
+"""Choose the build of the kernels that this processor runs best.
+
+setup.py compiles ``src/_kernels.pyx`` once per instruction set (``_kernels_baseline``,
+``_kernels_avx2``, ``_kernels_avx512``). The baseline build runs on any processor of the
+architecture, so it is imported first and asked what the processor supports; then the best
+supported build is imported. Dispatching per module, rather than per call, leaves no cost in
+the kernels themselves.
+
+The environment variable ``FASTXENT_ISA`` (``baseline``, ``avx2`` or ``avx512``) selects a
+build, for comparisons and tests; a build the processor cannot run is refused with a warning.
+"""
+import importlib
+import importlib.util
+import os
+import warnings
+
+#: Instruction sets of the kernel builds, best first.
+ISAS = ("avx512", "avx2", "baseline")
+
+_baseline = importlib.import_module("fastxent._kernels_baseline")
+_supported = {
+    "avx512": _baseline.cpu_has_avx512(),
+    "avx2": _baseline.cpu_has_avx2(),
+    "baseline": True,
+}
+
+
+def _is_built(isa):
+    return importlib.util.find_spec(f"fastxent._kernels_{isa}") is not None
+
+
+#: Builds that are installed and that this processor runs, best first.
+AVAILABLE = tuple(isa for isa in ISAS if _supported[isa] and _is_built(isa))
+
+
+def _choose():
+    requested = os.environ.get("FASTXENT_ISA", "").strip().lower()
+    if requested and requested not in AVAILABLE:
+        warnings.warn(
+            f"FASTXENT_ISA={requested!r} is not available here (choose from {list(AVAILABLE)}); "
+            f"using {AVAILABLE[0]!r}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        requested = ""
+    return requested or AVAILABLE[0]
+
+
+#: The instruction set of the build in use.
+ACTIVE = _choose()
+
+#: The kernel module in use.
+kernels = importlib.import_module(f"fastxent._kernels_{ACTIVE}")

@@ -1,0 +1,290 @@
+"""The one input path of fastxent: from whatever the caller passes to rows the kernels trust.
+
+The kernels take 2-D arrays of ``float32`` or ``float64`` whose rows are contiguous (any row
+stride). Everything here brings arguments to that form, or raises a ``TypeError`` or
+``ValueError`` that names the argument and what was expected:
+
+* dtypes: ``float32``/``float64`` are used as they are; ``float16`` is computed in ``float32``
+  and ``longdouble`` in ``float64`` (both cast back); integers and booleans are promoted to
+  ``float64``; anything else (complex, object, strings) is a ``TypeError``;
+* the class axis may be any axis: the array is viewed with that axis last and the other axes
+  flattened into rows. That is a view whenever NumPy can make one, and at most one copy
+  otherwise (a C-contiguous array along its last axis is never copied);
+* ``out=`` is checked as NumPy checks it (shape, dtype, writeable) and written in place when
+  its memory can be viewed as rows, else through one temporary. ``out`` may be an input
+  (exactly): the kernels compute element ``j`` of a row from elements ``j`` of their inputs
+  after any reduction over the row. A partial overlap cannot be honoured and raises;
+* ``n_threads`` resolves to what OpenMP would use (``omp_get_max_threads()``, which follows
+  ``OMP_NUM_THREADS`` and threadpoolctl), or a positive integer, and to 1 for small inputs.
+"""
+import math
+import numbers
+import operator
+import os
+
+import numpy as np
+
+from ._dispatch import kernels
+
+#: Below this many elements a call runs on one thread: starting a team costs more than it saves.
+SERIAL_BELOW = 1 << 15
+
+
+# ------------------------------------------------------------------------------------ dtypes
+
+def compute_dtype(dtype, name):
+    """The dtype the kernels compute ``dtype`` in (``float32`` or ``float64``)."""
+    if dtype == np.float32 or dtype == np.float64:
+        return np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.dtype(np.float32 if dtype.itemsize < 4 else np.float64)
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    raise TypeError(f"{name} must be an array of real numbers (floating point or integer); "
+                    f"got dtype {dtype}")
+
+
+def result_dtype(dtype):
+    """The dtype of a result computed from an input of ``dtype``: floats keep theirs."""
+    return np.dtype(dtype) if dtype.kind == "f" else np.dtype(np.float64)
+
+
+def as_array(x, name, min_ndim=1):
+    """``x`` as an ndarray of real numbers with at least ``min_ndim`` dimensions."""
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be array-like: {exc}") from None
+    compute_dtype(arr.dtype, name)
+    if arr.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s); "
+                         f"got an array of shape {arr.shape}")
+    return arr
+
+
+def normalize_axis(axis, ndim, name="axis"):
+    """``axis`` as a non-negative index into ``ndim`` dimensions."""
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer; got {axis!r}") from None
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim, name)
+    return axis % ndim
+
+
+# -------------------------------------------------------------------------------------- rows
+
+class Layout:
+    """How an array of ``shape`` maps to rows along ``axis``.
+
+    Attributes
+    ----------
+    shape : tuple
+        The caller's shape.
+    axis : int
+        The class axis, non-negative.
+    batch_shape : tuple
+        ``shape`` without ``axis``: the shape of one value per row.
+    n_rows, n_classes : int
+        The rows the kernels see.
+    dtype, result_dtype : numpy.dtype
+        The dtype computed in, and the dtype given back.
+    """
+
+    def __init__(self, arr, axis, name):
+        self.shape = arr.shape
+        self.axis = normalize_axis(axis, arr.ndim)
+        self.batch_shape = arr.shape[:self.axis] + arr.shape[self.axis + 1:]
+        self.n_rows = math.prod(self.batch_shape)
+        self.n_classes = arr.shape[self.axis]
+        self.dtype = compute_dtype(arr.dtype, name)
+        self.result_dtype = result_dtype(arr.dtype)
+
+    def rows(self, arr):
+        """``arr`` (of ``self.shape``) as contiguous rows of ``self.dtype``: at most one copy."""
+        moved = np.moveaxis(arr, self.axis, -1)
+        if moved.dtype != self.dtype:
+            moved = np.array(moved, dtype=self.dtype, order="C")
+        return _as_rows(moved, self.n_rows, self.n_classes, copy_ok=True)
+
+    def unrows(self, rows):
+        """The caller's view of kernel-shaped rows: ``(n_rows, C)`` back to ``self.shape``."""
+        return np.moveaxis(rows.reshape(self.batch_shape + (self.n_classes,)), -1, self.axis)
+
+    def check_same_shape(self, arr, name, other="x"):
+        if arr.shape != self.shape:
+            raise ValueError(f"{name} must have the shape of {other}, {self.shape}; "
+                             f"got {arr.shape}")
+
+
+def _as_rows(moved, n_rows, n_classes, copy_ok):
+    """``moved`` (class axis last) as ``(n_rows, n_classes)`` with contiguous rows, or None
+    when that needs a copy and ``copy_ok`` is false."""
+    try:
+        rows = moved.reshape((n_rows, n_classes), copy=False)
+    except ValueError:
+        if not copy_ok:
+            return None
+        return np.ascontiguousarray(moved).reshape(n_rows, n_classes)
+    if n_classes > 1 and rows.strides[1] != rows.itemsize:
+        if not copy_ok:
+            return None
+        rows = np.ascontiguousarray(rows)
+    if n_classes <= 1 and rows.strides[-1] != rows.itemsize:
+        # One element per row: any stride is contiguous to NumPy, not to Cython's [:, ::1].
+        rows = np.lib.stride_tricks.as_strided(
+            rows, shape=rows.shape, strides=(rows.strides[0], rows.itemsize))
+    return rows
+
+
+def check_out(out, shape, dtype, name="out"):
+    """``out`` if it is a writeable ndarray of ``shape`` and ``dtype``, else an error."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}; got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only; pass a writeable array")
+    return out
+
+
+def check_no_partial_overlap(out_rows, inputs, name="out"):
+    """Raise if ``out_rows`` overlaps an input other than by being exactly that input.
+
+    ``inputs`` maps argument names to the row arrays the kernel will read.
+    """
+    for input_name, rows in inputs.items():
+        if rows is None or not np.may_share_memory(out_rows, rows):
+            continue
+        if (rows.__array_interface__["data"][0] == out_rows.__array_interface__["data"][0]
+                and rows.strides == out_rows.strides and rows.shape == out_rows.shape):
+            continue
+        try:
+            overlap = np.shares_memory(out_rows, rows, max_work=10**6)
+        except np.exceptions.TooHardError:
+            overlap = True
+        if overlap:
+            raise ValueError(f"{name} overlaps {input_name} partially; pass {name}={input_name} "
+                             f"to compute in place, or a separate array")
+
+
+class RowsOut:
+    """Where a kernel writes rows for the caller's ``out`` (or a new array).
+
+    ``rows`` is what the kernel writes; ``result()`` gives the caller's array back, copying
+    from a temporary only when ``out`` could not be written directly.
+    """
+
+    def __init__(self, layout, out, inputs, name="out"):
+        self.layout, self.out = layout, out
+        self._direct = False
+        if out is None:
+            self.rows = np.empty((layout.n_rows, layout.n_classes), layout.dtype)
+            return
+        check_out(out, layout.shape, layout.result_dtype, name)
+        rows = None
+        if out.dtype == layout.dtype:
+            rows = _as_rows(np.moveaxis(out, layout.axis, -1), layout.n_rows,
+                            layout.n_classes, copy_ok=False)
+        if rows is None:
+            self.rows = np.empty((layout.n_rows, layout.n_classes), layout.dtype)
+        else:
+            check_no_partial_overlap(rows, inputs, name)
+            self.rows, self._direct = rows, True
+
+    def result(self):
+        if self._direct:
+            return self.out
+        res = self.layout.unrows(self.rows)
+        if self.out is not None:
+            np.copyto(self.out, res, casting="unsafe")
+            return self.out
+        return res.astype(self.layout.result_dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------- threads
+
+_state = {"parallel_used": False, "forked": False}
+
+
+def _after_fork_in_child():
+    # GNU OpenMP's thread pool does not survive fork(): a child that enters a parallel region
+    # after its parent used one can hang. Such a child runs serially.
+    if _state["parallel_used"]:
+        _state["forked"] = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def resolve_n_threads(n_threads, n_elements):
+    """The number of threads for a call over ``n_elements``.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        None: what OpenMP would use (``omp_get_max_threads()``); a positive integer: that many.
+    n_elements : int
+        The size of the work; small work runs on one thread.
+    """
+    if n_threads is None:
+        n = kernels.omp_max_threads()
+    else:
+        if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+            raise TypeError(f"n_threads must be a positive integer or None; got {n_threads!r}")
+        n = int(n_threads)
+        if n < 1:
+            raise ValueError(f"n_threads must be a positive integer or None; got {n}")
+    if n_elements < SERIAL_BELOW or _state["forked"] or not kernels.openmp_enabled():
+        return 1
+    n = min(n, 1 << 16)
+    if n > 1:
+        _state["parallel_used"] = True
+    return n
+
+
+# ------------------------------------------------------------------------- cross-entropy args
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    return reduction
+
+
+def check_label_smoothing(label_smoothing):
+    try:
+        value = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_smoothing must be a float in [0, 1]; "
+                        f"got {label_smoothing!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {value}")
+    return value
+
+
+def check_weight(weight, n_classes):
+    """Class weights as a contiguous float64 vector of length ``n_classes``, or None."""
+    if weight is None:
+        return None
+    w = as_array(weight, "weight", min_ndim=0)
+    if w.shape != (n_classes,):
+        raise ValueError(f"weight must be a 1-D array with one value per class "
+                         f"(length {n_classes}); got shape {w.shape}")
+    return np.ascontiguousarray(w, dtype=np.float64)
+
+
+def check_ignore_index(ignore_index):
+    try:
+        value = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an integer; got {ignore_index!r}") from None
+    if not -(1 << 63) <= value < (1 << 63):
+        raise ValueError(f"ignore_index must fit in 64 bits; got {value}")
+    return value

@@ -1,0 +1,266 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""Row kernels of fastxent: log-sum-exp, softmax, log-softmax, cross-entropy and gradients.
+
+Design
+------
+* Every array arrives as rows: a 2-D memoryview whose rows are contiguous (``[:, ::1]``) with
+  any row stride. ``fastxent/_validate.py`` brings any input to that form; nothing here checks
+  arguments (bounds checks and wraparound are off): the kernels trust their callers.
+* One ``cdef inline ... noexcept nogil`` function computes one row; the drivers (``def``
+  functions at the end) release the GIL and run it over the rows with ``prange``. Rows are
+  independent and each row is computed by one thread in a fixed order, so the result is
+  bitwise the same for any number of threads.
+* A row function is a few passes of the vector loops in ``fx_rowops.h`` (wrapped for the
+  fused type in ``_rowops.pxd``). Passes over a row after the first read it from cache, so
+  "passes" below count cache sweeps; memory is read once and written once.
+* Every row is shifted by its maximum before ``exp``; reductions are kept in double.
+* This file is compiled once per instruction set (setup.py); ``fastxent/_dispatch.py``
+  imports the best build the processor runs.
+
+Special values follow PyTorch: a row of all ``-inf`` has log-sum-exp ``-inf`` and a NaN
+softmax; a row holding ``+inf`` has log-sum-exp ``+inf`` and a NaN softmax; a NaN stays in its
+row. Rows whose label is ``ignore_index`` are not read and get exactly zero loss and gradient.
+"""
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, log
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from _rowops cimport (
+    floating, row_max, sumexp, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
+    sub_expmul, expmul, axpw, coef_sums, axpc,
+)
+
+cdef extern from "fx_platform.h" nogil:
+    int fx_openmp_enabled()
+    int fx_omp_max_threads()
+    int fx_cpu_has_avx2()
+    int fx_cpu_has_avx512()
+
+
+def openmp_enabled():
+    """Whether this build runs its loops with OpenMP threads."""
+    return bool(fx_openmp_enabled())
+
+
+def omp_max_threads():
+    """``omp_get_max_threads()`` of the calling thread (1 without OpenMP)."""
+    return fx_omp_max_threads()
+
+
+def cpu_has_avx2():
+    """Whether the processor and the OS support AVX2 and FMA."""
+    return bool(fx_cpu_has_avx2())
+
+
+def cpu_has_avx512():
+    """Whether the processor and the OS support AVX-512 F, DQ, BW and VL."""
+    return bool(fx_cpu_has_avx512())
+
+
+# ---------------------------------------------------------------------------------- one row
+
+cdef inline double row_logsumexp(const floating *x, Py_ssize_t n) noexcept nogil:
+    """log(sum(exp(x))): one sweep over memory (online max and sum)."""
+    cdef double m, s
+    max_sumexp(x, n, &m, &s)
+    if m == INFINITY or m == -INFINITY:
+        # Shifting by an infinite max gives inf - inf. Unshifted, the sum is exact here:
+        # all -inf -> log(0) = -inf; a +inf -> +inf (NaN if the row also holds a NaN).
+        return log(sumexp(x, n, 0))
+    return m + log(s)
+
+
+cdef inline void row_softmax(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
+    """exp(x - max) / sum: max, exp stored with the sum, rescale (3 sweeps, exp once)."""
+    cdef floating m = row_max(x, n)
+    cdef double s = expstore(x, out, n, m)
+    scale(out, n, <floating>(1.0 / s))
+
+
+cdef inline void row_log_softmax(const floating *x, floating *out,
+                                 Py_ssize_t n) noexcept nogil:
+    """x - logsumexp(x), with the shift by the max (so an infinite max gives NaN, as PyTorch)."""
+    cdef double m, s
+    max_sumexp(x, n, &m, &s)
+    sub(x, out, n, m + log(s))
+
+
+cdef inline void row_logsumexp_backward(floating g, const floating *x, double lse,
+                                        floating *out, Py_ssize_t n) noexcept nogil:
+    """g * exp(x - lse) = g * softmax(x); zero for a row of all -inf (lse = -inf)."""
+    if lse == -INFINITY:
+        memset(out, 0, n * sizeof(floating))
+    else:
+        expmul(x, out, n, <floating>lse, g)
+
+
+cdef inline double row_xent_index(
+    const floating *x, floating *grad, Py_ssize_t n, Py_ssize_t label, const double *weight,
+    double smoothing, double weight_total, double r,
+) noexcept nogil:
+    """Cross-entropy of one row against a class index, and its gradient when ``grad``.
+
+    With a = (1 - eps) w[label] and b_j = eps/C w_j, the loss is
+    sum_j c_j (lse - x_j) with c = a onehot + b, and its gradient is (sum c) softmax - c,
+    times r. ``weight_total`` is sum_j w_j (C without weights).
+    """
+    cdef double m, s, lse
+    cdef double w_label = 1.0 if weight == NULL else weight[label]
+    cdef double b = smoothing / n
+    cdef double a = (1.0 - smoothing) * w_label
+    cdef double sum_c = a + b * weight_total
+    # Everything read from x is read before the gradient (which may be x itself) is written.
+    cdef double cx = a * x[label]
+    if b != 0.0:
+        cx += b * wsum(x, weight, n)
+    if grad == NULL:
+        max_sumexp(x, n, &m, &s)
+    else:
+        m = row_max(x, n)
+        s = expstore(x, grad, n, <floating>m)
+        axpw(grad, weight, n, <floating>(r * sum_c / s), <floating>(r * b))
+        grad[label] -= <floating>(r * a)
+    lse = m + log(s)
+    return sum_c * lse - cx
+
+
+cdef inline double row_xent_prob(
+    const floating *x, const floating *t, floating *grad, Py_ssize_t n, const double *weight,
+    double smoothing, double r,
+) noexcept nogil:
+    """Cross-entropy of one row against class probabilities t, and its gradient when ``grad``.
+
+    c = w * ((1 - eps) t + eps/C); loss = sum_j c_j (lse - x_j); gradient r ((sum c) softmax - c).
+    """
+    cdef double m, s, sum_c, sum_cx
+    cdef double a = 1.0 - smoothing, b = smoothing / n
+    coef_sums(x, t, weight, n, a, b, &sum_c, &sum_cx)
+    if grad == NULL:
+        max_sumexp(x, n, &m, &s)
+    else:
+        m = row_max(x, n)
+        s = expstore(x, grad, n, <floating>m)
+        axpc(grad, t, weight, n, <floating>(r * sum_c / s), r, a, b)
+    return sum_c * (m + log(s)) - sum_cx
+
+
+# ---------------------------------------------------------------------------------- drivers
+# Each takes validated arrays of one dtype and the number of threads to use.
+
+def logsumexp_rows(const floating[:, ::1] x, floating[::1] out, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[1]
+    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        out[i] = <floating>row_logsumexp(&x[i, 0], n)
+
+
+def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[1]
+    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        row_softmax(&x[i, 0], &out[i, 0], n)
+
+
+def log_softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[1]
+    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        row_log_softmax(&x[i, 0], &out[i, 0], n)
+
+
+def softmax_backward_rows(const floating[:, ::1] grad_output, const floating[:, ::1] output,
+                          floating[:, ::1] out, int n_threads):
+    """out = output * (grad_output - sum(grad_output * output)); out may alias either input."""
+    cdef Py_ssize_t i, n = output.shape[1]
+    cdef double d
+    for i in prange(output.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        d = dot(&grad_output[i, 0], &output[i, 0], n)
+        mul_sub(&output[i, 0], &grad_output[i, 0], &out[i, 0], n, d)
+
+
+def log_softmax_backward_rows(const floating[:, ::1] grad_output,
+                              const floating[:, ::1] output, floating[:, ::1] out,
+                              int n_threads):
+    """out = grad_output - exp(output) * sum(grad_output); out may alias either input."""
+    cdef Py_ssize_t i, n = output.shape[1]
+    cdef floating s
+    for i in prange(output.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        s = <floating>wsum(&grad_output[i, 0], NULL, n)
+        sub_expmul(&grad_output[i, 0], &output[i, 0], &out[i, 0], n, s)
+
+
+def logsumexp_backward_rows(const floating[::1] grad_output, const floating[:, ::1] x,
+                            const floating[::1] lse, floating[:, ::1] out, int n_threads):
+    """out = grad_output[:, None] * exp(x - lse[:, None]); lse computed here when None."""
+    cdef Py_ssize_t i, n = x.shape[1]
+    cdef bint have_lse = lse is not None
+    cdef double row_lse
+    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        if have_lse:
+            row_lse = lse[i]
+        else:
+            row_lse = row_logsumexp(&x[i, 0], n)
+        row_logsumexp_backward(grad_output[i], &x[i, 0], row_lse, &out[i, 0], n)
+
+
+def check_labels(const int64_t[::1] labels, Py_ssize_t n_classes, int64_t ignore_index,
+                 const double[::1] weight):
+    """First row whose label is neither in [0, n_classes) nor ignore_index (-1 if none), and
+    the total weight of the rows not ignored (their count without weights)."""
+    cdef Py_ssize_t i, bad = -1
+    cdef int64_t y
+    cdef double total = 0.0
+    cdef bint weighted = weight is not None
+    with nogil:
+        for i in range(labels.shape[0]):
+            y = labels[i]
+            if y == ignore_index:
+                continue
+            if y < 0 or y >= n_classes:
+                bad = i
+                break
+            total += weight[y] if weighted else 1.0
+    return bad, total
+
+
+def xent_index_rows(const floating[:, ::1] x, const int64_t[::1] labels,
+                    const double[::1] weight, int64_t ignore_index, double smoothing,
+                    double[::1] loss_out, floating[:, ::1] grad,
+                    const double[::1] row_scale, double scale, int n_threads):
+    """Per-row cross-entropy against labels (checked by ``check_labels``) into ``loss_out``;
+    with ``grad``, the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
+    cdef Py_ssize_t i, n = x.shape[1]
+    cdef const double *w = NULL if weight is None else &weight[0]
+    cdef double weight_total = n
+    cdef bint with_grad = grad is not None, per_row = row_scale is not None
+    cdef floating *g
+    cdef double r
+    if weight is not None:
+        weight_total = 0.0
+        for i in range(n):
+            weight_total += weight[i]
+    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        g = &grad[i, 0] if with_grad else NULL
+        if labels[i] == ignore_index:
+            loss_out[i] = 0.0
+            if with_grad:
+                memset(g, 0, n * sizeof(floating))
+            continue
+        r = row_scale[i] if per_row else scale
+        loss_out[i] = row_xent_index(&x[i, 0], g, n, labels[i], w, smoothing, weight_total, r)
+
+
+def xent_prob_rows(const floating[:, ::1] x, const floating[:, ::1] target,
+                   const double[::1] weight, double smoothing, double[::1] loss_out,
+                   floating[:, ::1] grad, const double[::1] row_scale, double scale,
+                   int n_threads):
+    """Per-row cross-entropy against class probabilities into ``loss_out``; with ``grad``,
+    the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
+    cdef Py_ssize_t i, n = x.shape[1]
+    cdef const double *w = NULL if weight is None else &weight[0]
+    cdef bint with_grad = grad is not None, per_row = row_scale is not None
+    cdef floating *g
+    cdef double r
+    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+        g = &grad[i, 0] if with_grad else NULL
+        r = row_scale[i] if per_row else scale
+        loss_out[i] = row_xent_prob(&x[i, 0], &target[i, 0], g, n, w, smoothing, r)

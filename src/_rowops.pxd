@@ -1,0 +1,151 @@
+# cython: language_level=3
+"""The vector passes over one row (src/fx_rowops.h), one name per pass for both dtypes.
+
+The C header defines each pass twice (suffix ``_f`` for float, ``_d`` for double); the inline
+wrappers below pick one by the fused type at compile time, so the kernels in ``_kernels.pyx``
+are written once for ``floating``.
+"""
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "fx_rowops.h" nogil:
+    float fx_max_f(const float *x, Py_ssize_t n)
+    double fx_max_d(const double *x, Py_ssize_t n)
+    double fx_sumexp_f(const float *x, Py_ssize_t n, float shift)
+    double fx_sumexp_d(const double *x, Py_ssize_t n, double shift)
+    double fx_expstore_f(const float *x, float *out, Py_ssize_t n, float shift)
+    double fx_expstore_d(const double *x, double *out, Py_ssize_t n, double shift)
+    void fx_max_sumexp_f(const float *x, Py_ssize_t n, double *m, double *s)
+    void fx_max_sumexp_d(const double *x, Py_ssize_t n, double *m, double *s)
+    void fx_scale_f(float *y, Py_ssize_t n, float a)
+    void fx_scale_d(double *y, Py_ssize_t n, double a)
+    void fx_sub_f(const float *x, float *out, Py_ssize_t n, double c)
+    void fx_sub_d(const double *x, double *out, Py_ssize_t n, double c)
+    double fx_wsum_f(const float *a, const double *w, Py_ssize_t n)
+    double fx_wsum_d(const double *a, const double *w, Py_ssize_t n)
+    double fx_dot_f(const float *a, const float *b, Py_ssize_t n)
+    double fx_dot_d(const double *a, const double *b, Py_ssize_t n)
+    void fx_mul_sub_f(const float *y, const float *g, float *out, Py_ssize_t n, double d)
+    void fx_mul_sub_d(const double *y, const double *g, double *out, Py_ssize_t n, double d)
+    void fx_sub_expmul_f(const float *g, const float *y, float *out, Py_ssize_t n, float s)
+    void fx_sub_expmul_d(const double *g, const double *y, double *out, Py_ssize_t n, double s)
+    void fx_expmul_f(const float *x, float *out, Py_ssize_t n, float shift, float a)
+    void fx_expmul_d(const double *x, double *out, Py_ssize_t n, double shift, double a)
+    void fx_axpw_f(float *g, const double *w, Py_ssize_t n, float alpha, float beta)
+    void fx_axpw_d(double *g, const double *w, Py_ssize_t n, double alpha, double beta)
+    void fx_coef_sums_f(const float *x, const float *t, const double *w, Py_ssize_t n,
+                        double a, double b, double *sum_c, double *sum_cx)
+    void fx_coef_sums_d(const double *x, const double *t, const double *w, Py_ssize_t n,
+                        double a, double b, double *sum_c, double *sum_cx)
+    void fx_axpc_f(float *g, const float *t, const double *w, Py_ssize_t n,
+                   float alpha, double r, double a, double b)
+    void fx_axpc_d(double *g, const double *t, const double *w, Py_ssize_t n,
+                   double alpha, double r, double a, double b)
+
+
+cdef inline floating row_max(const floating *x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fx_max_f(x, n)
+    else:
+        return fx_max_d(x, n)
+
+
+cdef inline double sumexp(const floating *x, Py_ssize_t n, floating shift) noexcept nogil:
+    if floating is float:
+        return fx_sumexp_f(x, n, shift)
+    else:
+        return fx_sumexp_d(x, n, shift)
+
+
+cdef inline double expstore(const floating *x, floating *out, Py_ssize_t n,
+                            floating shift) noexcept nogil:
+    if floating is float:
+        return fx_expstore_f(x, out, n, shift)
+    else:
+        return fx_expstore_d(x, out, n, shift)
+
+
+cdef inline void max_sumexp(const floating *x, Py_ssize_t n, double *m,
+                            double *s) noexcept nogil:
+    if floating is float:
+        fx_max_sumexp_f(x, n, m, s)
+    else:
+        fx_max_sumexp_d(x, n, m, s)
+
+
+cdef inline void scale(floating *y, Py_ssize_t n, floating a) noexcept nogil:
+    if floating is float:
+        fx_scale_f(y, n, a)
+    else:
+        fx_scale_d(y, n, a)
+
+
+cdef inline void sub(const floating *x, floating *out, Py_ssize_t n, double c) noexcept nogil:
+    if floating is float:
+        fx_sub_f(x, out, n, c)
+    else:
+        fx_sub_d(x, out, n, c)
+
+
+cdef inline double wsum(const floating *a, const double *w, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fx_wsum_f(a, w, n)
+    else:
+        return fx_wsum_d(a, w, n)
+
+
+cdef inline double dot(const floating *a, const floating *b, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fx_dot_f(a, b, n)
+    else:
+        return fx_dot_d(a, b, n)
+
+
+cdef inline void mul_sub(const floating *y, const floating *g, floating *out, Py_ssize_t n,
+                         double d) noexcept nogil:
+    if floating is float:
+        fx_mul_sub_f(y, g, out, n, d)
+    else:
+        fx_mul_sub_d(y, g, out, n, d)
+
+
+cdef inline void sub_expmul(const floating *g, const floating *y, floating *out, Py_ssize_t n,
+                            floating s) noexcept nogil:
+    if floating is float:
+        fx_sub_expmul_f(g, y, out, n, s)
+    else:
+        fx_sub_expmul_d(g, y, out, n, s)
+
+
+cdef inline void expmul(const floating *x, floating *out, Py_ssize_t n, floating shift,
+                        floating a) noexcept nogil:
+    if floating is float:
+        fx_expmul_f(x, out, n, shift, a)
+    else:
+        fx_expmul_d(x, out, n, shift, a)
+
+
+cdef inline void axpw(floating *g, const double *w, Py_ssize_t n, floating alpha,
+                      floating beta) noexcept nogil:
+    if floating is float:
+        fx_axpw_f(g, w, n, alpha, beta)
+    else:
+        fx_axpw_d(g, w, n, alpha, beta)
+
+
+cdef inline void coef_sums(const floating *x, const floating *t, const double *w, Py_ssize_t n,
+                           double a, double b, double *sum_c, double *sum_cx) noexcept nogil:
+    if floating is float:
+        fx_coef_sums_f(x, t, w, n, a, b, sum_c, sum_cx)
+    else:
+        fx_coef_sums_d(x, t, w, n, a, b, sum_c, sum_cx)
+
+
+cdef inline void axpc(floating *g, const floating *t, const double *w, Py_ssize_t n,
+                      floating alpha, double r, double a, double b) noexcept nogil:
+    if floating is float:
+        fx_axpc_f(g, t, w, n, alpha, r, a, b)
+    else:
+        fx_axpc_d(g, t, w, n, alpha, r, a, b)
