@@ -23,12 +23,12 @@ softmax; a row holding ``+inf`` has log-sum-exp ``+inf`` and a NaN softmax; a Na
 row. Rows whose label is ``ignore_index`` are not read and get exactly zero loss and gradient.
 """
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, log
+from libc.math cimport INFINITY, NAN, log
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from _rowops cimport (
-    floating, row_max, sumexp, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
+    floating, row_max, has_nan, sumexp, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc,
 )
 
@@ -65,10 +65,10 @@ cdef inline double row_logsumexp(const floating *x, Py_ssize_t n) noexcept nogil
     """log(sum(exp(x))): one sweep over memory (online max and sum)."""
     cdef double m, s
     max_sumexp(x, n, &m, &s)
-    if m == INFINITY or m == -INFINITY:
-        # Shifting by an infinite max gives inf - inf. Unshifted, the sum is exact here:
-        # all -inf -> log(0) = -inf; a +inf -> +inf (NaN if the row also holds a NaN).
-        return log(sumexp(x, n, 0))
+    if m == -INFINITY:                  # empty, or all -inf: log(0); s is NaN if a NaN hid
+        return s + m
+    if m == INFINITY:                   # +inf, unless a NaN is there too
+        return NAN if has_nan(x, n) else INFINITY
     return m + log(s)
 
 
@@ -264,3 +264,15 @@ def xent_prob_rows(const floating[:, ::1] x, const floating[:, ::1] target,
         g = &grad[i, 0] if with_grad else NULL
         r = row_scale[i] if per_row else scale
         loss_out[i] = row_xent_prob(&x[i, 0], &target[i, 0], g, n, w, smoothing, r)
+
+
+def exp_rows(const floating[:, ::1] x, floating[:, ::1] out, bint nonpositive):
+    """out = exp(x) with the kernels' own exp: the general one, or (``nonpositive``) the one
+    used on shifted logits, valid for x <= 0. For the accuracy tests, not the public API."""
+    cdef Py_ssize_t i, n = x.shape[1]
+    with nogil:
+        for i in range(x.shape[0]):
+            if nonpositive:
+                expstore(&x[i, 0], &out[i, 0], n, 0)
+            else:
+                expmul(&x[i, 0], &out[i, 0], n, 0, 1)

@@ -13,6 +13,8 @@ ctypedef fused floating:
 cdef extern from "fx_rowops.h" nogil:
     float fx_max_f(const float *x, Py_ssize_t n)
     double fx_max_d(const double *x, Py_ssize_t n)
+    int fx_has_nan_f(const float *x, Py_ssize_t n)
+    int fx_has_nan_d(const double *x, Py_ssize_t n)
     double fx_sumexp_f(const float *x, Py_ssize_t n, float shift)
     double fx_sumexp_d(const double *x, Py_ssize_t n, double shift)
     double fx_expstore_f(const float *x, float *out, Py_ssize_t n, float shift)
@@ -50,6 +52,13 @@ cdef inline floating row_max(const floating *x, Py_ssize_t n) noexcept nogil:
         return fx_max_f(x, n)
     else:
         return fx_max_d(x, n)
+
+
+cdef inline bint has_nan(const floating *x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fx_has_nan_f(x, n)
+    else:
+        return fx_has_nan_d(x, n)
 
 
 cdef inline double sumexp(const floating *x, Py_ssize_t n, floating shift) noexcept nogil:

@@ -32,18 +32,16 @@ static inline int32_t fx_float_to_bits(float f) { int32_t i; memcpy(&i, &f, size
 static inline double fx_bits_to_double(int64_t i) { double f; memcpy(&f, &i, sizeof f); return f; }
 static inline int64_t fx_double_to_bits(double f) { int64_t i; memcpy(&i, &f, sizeof i); return i; }
 
-static inline float fx_expf(float x)
+/* Cody-Waite reduction shared by the float variants: returns exp(r) for r = x - n ln2 and
+   sets *t to x / ln2 + shifter, whose low mantissa bits hold n = round(x / ln2). */
+#define FX_SHIFTER_F 12582912.0f                    /* 1.5 * 2^23 */
+static inline float fx_expf_reduced(float x, float *t)
 {
+    float n, r, p;
     /* Adding 1.5 * 2^23 rounds a float of magnitude < 2^22 to an integer (in the current
        rounding mode, nearest) and leaves that integer in the low mantissa bits. */
-    const float shifter = 12582912.0f;
-    float t, n, r, p;
-    int32_t ni, n1, n2;
-
-    x = x < -104.0f ? -104.0f : x;      /* exp(-104) < 2^-150: rounds to 0 */
-    x = x > 89.0f ? 89.0f : x;          /* exp(89) > 2^128: rounds to inf */
-    t = x * 1.44269504088896341f + shifter;
-    n = t - shifter;
+    *t = x * 1.44269504088896341f + FX_SHIFTER_F;
+    n = *t - FX_SHIFTER_F;
     r = x - n * 0.693359375f;           /* 355/512: n * this is exact for |n| <= 2^15 */
     r = r - n * -2.12194440e-4f;        /* ln2 - 355/512 */
     p = 1.9875691500e-4f;
@@ -52,26 +50,49 @@ static inline float fx_expf(float x)
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    ni = fx_float_to_bits(t) - fx_float_to_bits(shifter);
-    n1 = ni / 2;                        /* n in [-150, 129]: each half is a normal power */
-    n2 = ni - n1;
-    return p * fx_bits_to_float((n1 + 127) << 23) * fx_bits_to_float((n2 + 127) << 23);
+    return p * (r * r) + r + 1.0f;
 }
 
-static inline double fx_exp(double x)
+/* exp(x) for any float x. */
+static inline float fx_expf(float x)
 {
-    const double shifter = 6755399441055744.0;     /* 1.5 * 2^52 */
-    double t, n, r, p;
-    int64_t ni, n1, n2;
+    float t, p;
+    int32_t n, n1;
 
-    x = x < -746.0 ? -746.0 : x;        /* exp(-746) < 2^-1075: rounds to 0 */
-    x = x > 710.0 ? 710.0 : x;          /* exp(710) > 2^1024: rounds to inf */
-    t = x * 1.4426950408889634 + shifter;
-    n = t - shifter;
+    x = x < -104.0f ? -104.0f : x;      /* exp(-104) < 2^-150: rounds to 0 */
+    x = x > 89.0f ? 89.0f : x;          /* exp(89) > 2^128: rounds to inf */
+    p = fx_expf_reduced(x, &t);
+    /* n in [-150, 129]: 2^n as two normal powers, so that overflow and subnormal results are
+       rounded once, in the last product. */
+    n = fx_float_to_bits(t) - fx_float_to_bits(FX_SHIFTER_F);
+    n1 = n >> 1;                        /* arithmetic shift: floor(n / 2) */
+    return p * fx_bits_to_float((uint32_t)(n1 + 127) << 23)
+             * fx_bits_to_float((uint32_t)(n - n1 + 127) << 23);
+}
+
+/* exp(x) for x <= 0 or NaN: the shifted logits x - max. Fewer operations than fx_expf, which
+   matters in the loops that are bound by arithmetic: n <= 0, so 2^(n + 64) is a normal
+   number and one constant factor 2^-64 brings it back, rounding subnormal results once. */
+static inline float fx_expf_le0(float x)
+{
+    float t, p;
+    x = x < -104.0f ? -104.0f : x;      /* exp(-104) < 2^-150: rounds to 0 */
+    p = fx_expf_reduced(x, &t);
+    /* (n + 64 + 127) << 23, with n = bits(t) - bits(shifter): one shift and one add. */
+    return p * fx_bits_to_float(((uint32_t)fx_float_to_bits(t) << 23)
+                                + ((uint32_t)(64 + 127 - 0x4B400000) << 23))
+             * 5.42101086242752217e-20f;                /* 2^-64 */
+}
+
+#define FX_SHIFTER_D 6755399441055744.0                 /* 1.5 * 2^52 */
+static inline double fx_exp_reduced(double x, double *t)
+{
+    double n, r, p;
+    *t = x * 1.4426950408889634 + FX_SHIFTER_D;
+    n = *t - FX_SHIFTER_D;
     r = x - n * 6.93147180369123816490e-01;       /* 32 significant bits: n * this is exact */
     r = r - n * 1.90821492927058770002e-10;
-    /* Taylor series of exp(r) - 1 - r, Horner from 1/13! down to 1/2!. */
+    /* Taylor series of (exp(r) - 1 - r) / r^2, Horner from 1/13! down to 1/2!. */
     p = 1.6059043836821613e-10;
     p = p * r + 2.0876756987868100e-09;
     p = p * r + 2.5052108385441720e-08;
@@ -84,11 +105,33 @@ static inline double fx_exp(double x)
     p = p * r + 4.1666666666666664e-02;
     p = p * r + 1.6666666666666666e-01;
     p = p * r + 0.5;
-    p = p * (r * r) + r + 1.0;
-    ni = fx_double_to_bits(t) - fx_double_to_bits(shifter);
-    n1 = ni / 2;                        /* n in [-1077, 1025]: each half is a normal power */
-    n2 = ni - n1;
-    return p * fx_bits_to_double((n1 + 1023) << 52) * fx_bits_to_double((n2 + 1023) << 52);
+    return p * (r * r) + r + 1.0;
+}
+
+/* exp(x) for any double x. */
+static inline double fx_exp(double x)
+{
+    double t, p;
+    int64_t n, n1;
+
+    x = x < -746.0 ? -746.0 : x;        /* exp(-746) < 2^-1075: rounds to 0 */
+    x = x > 710.0 ? 710.0 : x;          /* exp(710) > 2^1024: rounds to inf */
+    p = fx_exp_reduced(x, &t);
+    n = fx_double_to_bits(t) - fx_double_to_bits(FX_SHIFTER_D);   /* in [-1077, 1025] */
+    n1 = n >> 1;
+    return p * fx_bits_to_double((uint64_t)(n1 + 1023) << 52)
+             * fx_bits_to_double((uint64_t)(n - n1 + 1023) << 52);
+}
+
+/* exp(x) for x <= 0 or NaN, as fx_expf_le0. */
+static inline double fx_exp_le0(double x)
+{
+    double t, p;
+    x = x < -746.0 ? -746.0 : x;
+    p = fx_exp_reduced(x, &t);
+    return p * fx_bits_to_double(((uint64_t)fx_double_to_bits(t) << 52)
+                                 + ((uint64_t)(64 + 1023 - 0x4338000000000000LL) << 52))
+             * 5.42101086242752217e-20;                 /* 2^-64 */
 }
 
 #endif /* FX_EXP_H */

@@ -26,17 +26,21 @@
 #define FX_T float
 #define FX_NAME(op) op##_f
 #define FX_EXP fx_expf
+#define FX_EXP_LE0 fx_expf_le0
 #include "fx_rowops_impl.h"
 #undef FX_T
 #undef FX_NAME
 #undef FX_EXP
+#undef FX_EXP_LE0
 
 #define FX_T double
 #define FX_NAME(op) op##_d
 #define FX_EXP fx_exp
+#define FX_EXP_LE0 fx_exp_le0
 #include "fx_rowops_impl.h"
 #undef FX_T
 #undef FX_NAME
 #undef FX_EXP
+#undef FX_EXP_LE0
 
 #endif /* FX_ROWOPS_H */

@@ -1,10 +1,10 @@
 /*
  * Template body of fx_rowops.h: FX_T is the element type, FX_NAME(op) the function name for it,
- * FX_EXP the exp for it. No include guard: included once per element type.
+ * FX_EXP the exp for it and FX_EXP_LE0 its faster variant for arguments <= 0. No include guard: included once per element type.
  */
 
-/* max(x[0:n]), -inf for n == 0. A NaN may or may not win; either way it reaches the sum of
-   exponentials later, so a row with a NaN still gives NaN. */
+/* max(x[0:n]) over the values that are not NaN, -inf for n == 0 (a NaN never compares
+   greater). NaN reaches the results through the sums of exponentials instead. */
 static inline FX_T FX_NAME(fx_max)(const FX_T *x, ptrdiff_t n)
 {
     FX_T m = -INFINITY;
@@ -15,25 +15,36 @@ static inline FX_T FX_NAME(fx_max)(const FX_T *x, ptrdiff_t n)
     return m;
 }
 
-/* sum(exp(x - shift)) in double. */
+/* Whether x[0:n] holds a NaN. */
+static inline int FX_NAME(fx_has_nan)(const FX_T *x, ptrdiff_t n)
+{
+    int nan = 0;
+    FX_PRAGMA(omp simd reduction(|:nan))
+    for (ptrdiff_t j = 0; j < n; ++j) {
+        nan |= x[j] != x[j];
+    }
+    return nan;
+}
+
+/* sum(exp(x - shift)) in double, shift >= max(x). */
 static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
 {
     double s = 0.0;
     FX_PRAGMA(omp simd reduction(+:s))
     for (ptrdiff_t j = 0; j < n; ++j) {
-        s += (double)FX_EXP(x[j] - shift);
+        s += (double)FX_EXP_LE0(x[j] - shift);
     }
     return s;
 }
 
-/* out = exp(x - shift), returns sum(out) in double. out may be x. Storing the exponentials lets
+/* out = exp(x - shift), returns sum(out) in double; shift >= max(x). out may be x. Storing the exponentials lets
    softmax and the loss gradient rescale them instead of computing exp a second time. */
 static inline double FX_NAME(fx_expstore)(const FX_T *x, FX_T *out, ptrdiff_t n, FX_T shift)
 {
     double s = 0.0;
     FX_PRAGMA(omp simd reduction(+:s))
     for (ptrdiff_t j = 0; j < n; ++j) {
-        FX_T e = FX_EXP(x[j] - shift);
+        FX_T e = FX_EXP_LE0(x[j] - shift);
         out[j] = e;
         s += (double)e;
     }
@@ -44,7 +55,8 @@ static inline double FX_NAME(fx_expstore)(const FX_T *x, FX_T *out, ptrdiff_t n,
    Gimelshein, 2018, applied per block): each block is read from memory once for its max and
    again from L1 for its exponentials; when a block raises the max, the sum so far is rescaled.
    Used by the kernels that only read a row, so a row longer than the caches is read once.
-   When the max is infinite or NaN the sum is meaningless and the caller decides. */
+   With max = -inf the sum is 0, or NaN if the row holds a NaN; with max = +inf it is
+   meaningless (inf - inf) and the caller decides. */
 static inline void FX_NAME(fx_max_sumexp)(const FX_T *x, ptrdiff_t n, double *max, double *sum)
 {
     enum { BLOCK = 2048 };      /* 8 or 16 KiB: stays in any L1 */
@@ -59,7 +71,14 @@ static inline void FX_NAME(fx_max_sumexp)(const FX_T *x, ptrdiff_t n, double *ma
             }
             m = bm;
         }
-        s += FX_NAME(fx_sumexp)(x + b, len, m);
+        if (m == -INFINITY) {
+            /* Everything so far is -inf, adding 0, or NaN (which max skips), adding NaN. */
+            if (FX_NAME(fx_has_nan)(x + b, len)) {
+                s = NAN;
+            }
+        } else {
+            s += FX_NAME(fx_sumexp)(x + b, len, m);
+        }
     }
     *max = m;
     *sum = s;
