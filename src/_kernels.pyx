@@ -14,6 +14,8 @@ Design
 * A row function is a few passes of the vector loops in ``fx_rowops.h`` (wrapped for the
   fused type in ``_rowops.pxd``). Passes over a row after the first read it from cache, so
   "passes" below count cache sweeps; memory is read once and written once.
+* Short rows (few classes) take another route: a block of rows is transposed into scratch so
+  that each vector lane holds one row (``fx_blockops.h``); see ``block_rows``.
 * Every row is shifted by its maximum before ``exp``; reductions are kept in double.
 * This file is compiled once per instruction set (setup.py); ``fastxent/_dispatch.py``
   imports the best build the processor runs.
@@ -23,13 +25,15 @@ softmax; a row holding ``+inf`` has log-sum-exp ``+inf`` and a NaN softmax; a Na
 row. Rows whose label is ``ignore_index`` are not read and get exactly zero loss and gradient.
 """
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, NAN, log
+from libc.math cimport INFINITY, NAN, isinf, log
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from _rowops cimport (
     floating, row_max, has_nan, sumexp, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, blk_load, blk_store, blk_max, blk_sumexp, blk_wsum,
+    blk_axpw, blk_sub,
 )
 
 cdef extern from "fx_platform.h" nogil:
@@ -96,21 +100,26 @@ cdef inline void row_logsumexp_backward(floating g, const floating *x, double ls
         expmul(x, out, n, <floating>lse, g)
 
 
+cdef inline double xent_coefs(Py_ssize_t label, const double *weight, Py_ssize_t n,
+                              double smoothing, double weight_total, double *b,
+                              double *sum_c) noexcept nogil:
+    """Coefficients of a class-index target: the loss of a row is sum_j c_j (lse - x_j) with
+    c = a onehot(label) + b w (w = 1 without weights). Returns a; sets b and sum(c).
+    ``weight_total`` is sum(w) (C without weights)."""
+    cdef double a = (1.0 - smoothing) * (1.0 if weight == NULL else weight[label])
+    b[0] = smoothing / n
+    sum_c[0] = a + b[0] * weight_total
+    return a
+
+
 cdef inline double row_xent_index(
     const floating *x, floating *grad, Py_ssize_t n, Py_ssize_t label, const double *weight,
     double smoothing, double weight_total, double r,
 ) noexcept nogil:
-    """Cross-entropy of one row against a class index, and its gradient when ``grad``.
-
-    With a = (1 - eps) w[label] and b_j = eps/C w_j, the loss is
-    sum_j c_j (lse - x_j) with c = a onehot + b, and its gradient is (sum c) softmax - c,
-    times r. ``weight_total`` is sum_j w_j (C without weights).
-    """
-    cdef double m, s, lse
-    cdef double w_label = 1.0 if weight == NULL else weight[label]
-    cdef double b = smoothing / n
-    cdef double a = (1.0 - smoothing) * w_label
-    cdef double sum_c = a + b * weight_total
+    """Cross-entropy of one row against a class index, and its gradient (times r) when
+    ``grad``: sum(c) lse - sum(c x) and sum(c) softmax - c, with c from ``xent_coefs``."""
+    cdef double m, s, lse, b, sum_c
+    cdef double a = xent_coefs(label, weight, n, smoothing, weight_total, &b, &sum_c)
     # Everything read from x is read before the gradient (which may be x itself) is written.
     cdef double cx = a * x[label]
     if b != 0.0:
@@ -146,24 +155,174 @@ cdef inline double row_xent_prob(
     return sum_c * (m + log(s)) - sum_cx
 
 
+# ------------------------------------------------------------------------- blocks of rows
+# Below a few hundred classes a row is too short for the row passes (a scalar remainder, a
+# horizontal reduction and a scalar log per row dominate). These kernels take a block of
+# ``nr`` rows, transpose it into stack scratch (``nc`` x FX_LANES) and make every pass, the
+# log included, a vector operation across rows.
+
+cdef inline Py_ssize_t block_rows(Py_ssize_t nc) noexcept nogil:
+    """Rows per block for ``nc`` classes, or 0 where rows are long enough for the row
+    kernels (the threshold is measured: docs/performance.md)."""
+    if nc < 1 or nc > FX_BLOCK_CLASSES:
+        return 0
+    return FX_LANES
+
+
+cdef inline double finite_lse(floating m, int nan, double log_s) noexcept nogil:
+    """m + log(s) where the row max m is finite and no NaN was seen; NaN otherwise (the
+    softmax and the loss are not defined there, as in PyTorch)."""
+    if nan or isinf(m):
+        return NAN
+    return m + log_s
+
+
+cdef void block_logsumexp(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
+                          floating *out) noexcept nogil:
+    cdef floating bt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef double s[FX_LANES]
+    cdef Py_ssize_t r
+    blk_load(x, ld, nr, nc, bt)
+    blk_max(bt, nr, nc, m, nan)
+    blk_sumexp(bt, nr, nc, m, s, NULL)
+    fx_blk_log(s, nr, s)
+    for r in range(nr):
+        # Infinite max: all -inf gives -inf, a +inf gives +inf (see row_logsumexp).
+        out[r] = <floating>(NAN if nan[r] else (m[r] if isinf(m[r]) else m[r] + s[r]))
+
+
+cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
+                        floating *out, Py_ssize_t ld_out) noexcept nogil:
+    cdef floating bt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef floating inv[FX_LANES]
+    cdef floating zero[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef double s[FX_LANES]
+    cdef Py_ssize_t r
+    blk_load(x, ld, nr, nc, bt)
+    blk_max(bt, nr, nc, m, nan)
+    blk_sumexp(bt, nr, nc, m, s, bt)
+    for r in range(nr):
+        inv[r] = <floating>(NAN if nan[r] or isinf(m[r]) else 1.0 / s[r])
+        zero[r] = 0
+    blk_axpw(bt, nr, nc, inv, zero, NULL)
+    blk_store(bt, nr, nc, out, ld_out)
+
+
+cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
+                            floating *out, Py_ssize_t ld_out) noexcept nogil:
+    cdef floating bt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef double s[FX_LANES]
+    cdef Py_ssize_t r
+    blk_load(x, ld, nr, nc, bt)
+    blk_max(bt, nr, nc, m, nan)
+    blk_sumexp(bt, nr, nc, m, s, NULL)
+    fx_blk_log(s, nr, s)
+    for r in range(nr):
+        s[r] = finite_lse(m[r], nan[r], s[r])
+    blk_sub(bt, nr, nc, s, bt)
+    blk_store(bt, nr, nc, out, ld_out)
+
+
+cdef void block_xent_index(
+    const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc, const int64_t *labels,
+    int64_t ignore_index, const double *weight, double smoothing, double weight_total,
+    double *loss, floating *grad, Py_ssize_t ld_grad, const double *row_scale, double scale,
+) noexcept nogil:
+    """``row_xent_index`` for a block of rows (ignored rows: zero loss and gradient)."""
+    cdef floating bt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef floating alpha[FX_LANES]
+    cdef floating beta[FX_LANES]
+    cdef floating at_label[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef double s[FX_LANES]
+    cdef double wx[FX_LANES]
+    cdef double log_s[FX_LANES]
+    cdef Py_ssize_t r, j
+    cdef int64_t y
+    cdef double a, b, sum_c, lse, rs
+    blk_load(x, ld, nr, nc, bt)
+    if smoothing != 0.0:
+        blk_wsum(bt, nr, nc, weight, wx)
+    blk_max(bt, nr, nc, m, nan)
+    blk_sumexp(bt, nr, nc, m, s, bt if grad != NULL else NULL)
+    fx_blk_log(s, nr, log_s)
+    for r in range(nr):
+        y = labels[r]
+        alpha[r] = beta[r] = at_label[r] = 0
+        if y == ignore_index:
+            loss[r] = 0.0
+            continue
+        a = xent_coefs(y, weight, nc, smoothing, weight_total, &b, &sum_c)
+        lse = finite_lse(m[r], nan[r], log_s[r])
+        loss[r] = sum_c * lse - a * x[r * ld + y] - (b * wx[r] if b != 0.0 else 0.0)
+        rs = scale if row_scale == NULL else row_scale[r]
+        alpha[r] = <floating>(rs * sum_c / s[r] if lse == lse else NAN)
+        beta[r] = <floating>(rs * b)
+        at_label[r] = <floating>(rs * a)
+    if grad == NULL:
+        return
+    blk_axpw(bt, nr, nc, alpha, beta, weight)
+    for r in range(nr):
+        y = labels[r]
+        if y == ignore_index:
+            for j in range(nc):         # exactly zero, whatever the logits held
+                bt[j * FX_LANES + r] = 0
+        else:
+            bt[y * FX_LANES + r] -= at_label[r]
+    blk_store(bt, nr, nc, grad, ld_grad)
+
+
 # ---------------------------------------------------------------------------------- drivers
 # Each takes validated arrays of one dtype and the number of threads to use.
 
+# Row strides below are in elements: _validate makes every row stride a multiple of the
+# item size. The block drivers loop over blocks of ``nb`` rows, the others over rows.
+
 def logsumexp_rows(const floating[:, ::1] x, floating[::1] out, int n_threads):
-    cdef Py_ssize_t i, n = x.shape[1]
-    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
+    if nb:
+        for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            r0 = i * nb
+            block_logsumexp(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0])
+        return
+    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         out[i] = <floating>row_logsumexp(&x[i, 0], n)
 
 
 def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
-    cdef Py_ssize_t i, n = x.shape[1]
-    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
+    if nb:
+        for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            r0 = i * nb
+            block_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out)
+        return
+    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         row_softmax(&x[i, 0], &out[i, 0], n)
 
 
 def log_softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
-    cdef Py_ssize_t i, n = x.shape[1]
-    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
+    if nb:
+        for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            r0 = i * nb
+            block_log_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out)
+        return
+    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         row_log_softmax(&x[i, 0], &out[i, 0], n)
 
 
@@ -228,25 +387,37 @@ def xent_index_rows(const floating[:, ::1] x, const int64_t[::1] labels,
                     const double[::1] row_scale, double scale, int n_threads):
     """Per-row cross-entropy against labels (checked by ``check_labels``) into ``loss_out``;
     with ``grad``, the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
-    cdef Py_ssize_t i, n = x.shape[1]
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t ld = x.strides[0] // sizeof(floating), ld_grad = 0
     cdef const double *w = NULL if weight is None else &weight[0]
+    cdef const double *rsc = NULL if row_scale is None else &row_scale[0]
     cdef double weight_total = n
-    cdef bint with_grad = grad is not None, per_row = row_scale is not None
+    cdef bint with_grad = grad is not None
     cdef floating *g
-    cdef double r
     if weight is not None:
         weight_total = 0.0
         for i in range(n):
             weight_total += weight[i]
-    for i in prange(x.shape[0], schedule='static', num_threads=n_threads, nogil=True):
+    if with_grad:
+        ld_grad = grad.strides[0] // sizeof(floating)
+    if nb:
+        for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            r0 = i * nb
+            block_xent_index(&x[r0, 0], ld, min(nb, n_rows - r0), n, &labels[r0],
+                             ignore_index, w, smoothing, weight_total, &loss_out[r0],
+                             &grad[r0, 0] if with_grad else NULL, ld_grad,
+                             rsc + r0 if rsc != NULL else NULL, scale)
+        return
+    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         g = &grad[i, 0] if with_grad else NULL
         if labels[i] == ignore_index:
             loss_out[i] = 0.0
             if with_grad:
                 memset(g, 0, n * sizeof(floating))
             continue
-        r = row_scale[i] if per_row else scale
-        loss_out[i] = row_xent_index(&x[i, 0], g, n, labels[i], w, smoothing, weight_total, r)
+        loss_out[i] = row_xent_index(&x[i, 0], g, n, labels[i], w, smoothing, weight_total,
+                                     scale if rsc == NULL else rsc[i])
 
 
 def xent_prob_rows(const floating[:, ::1] x, const floating[:, ::1] target,

@@ -1,7 +1,8 @@
 # cython: language_level=3
-"""The vector passes over one row (src/fx_rowops.h), one name per pass for both dtypes.
+"""The vector passes over one row (src/fx_rowops.h) and over a block of short rows
+(src/fx_blockops.h), one name per pass for both dtypes.
 
-The C header defines each pass twice (suffix ``_f`` for float, ``_d`` for double); the inline
+The C headers define each pass twice (suffix ``_f`` for float, ``_d`` for double); the inline
 wrappers below pick one by the fused type at compile time, so the kernels in ``_kernels.pyx``
 are written once for ``floating``.
 """
@@ -158,3 +159,87 @@ cdef inline void axpc(floating *g, const floating *t, const double *w, Py_ssize_
         fx_axpc_f(g, t, w, n, alpha, r, a, b)
     else:
         fx_axpc_d(g, t, w, n, alpha, r, a, b)
+
+
+cdef extern from "fx_blockops.h" nogil:
+    enum:
+        FX_LANES
+        FX_BLOCK_CLASSES
+        FX_BLOCK_ELEMS
+    void fx_blk_log(const double *s, Py_ssize_t nr, double *out)
+    void fx_blk_load_f(const float *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc, float *bt)
+    void fx_blk_load_d(const double *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc, double *bt)
+    void fx_blk_store_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, float *y, Py_ssize_t ld)
+    void fx_blk_store_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, double *y, Py_ssize_t ld)
+    void fx_blk_max_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, float *m, int *nan)
+    void fx_blk_max_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, double *m, int *nan)
+    void fx_blk_sumexp_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const float *m,
+                         double *s, float *et)
+    void fx_blk_sumexp_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *m,
+                         double *s, double *et)
+    void fx_blk_wsum_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const double *w, double *s)
+    void fx_blk_wsum_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *w,
+                       double *s)
+    void fx_blk_axpw_f(float *et, Py_ssize_t nr, Py_ssize_t nc, const float *a, const float *b,
+                       const double *w)
+    void fx_blk_axpw_d(double *et, Py_ssize_t nr, Py_ssize_t nc, const double *a,
+                       const double *b, const double *w)
+    void fx_blk_sub_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const double *c, float *yt)
+    void fx_blk_sub_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *c,
+                      double *yt)
+
+
+cdef inline void blk_load(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
+                          floating *bt) noexcept nogil:
+    if floating is float:
+        fx_blk_load_f(x, ld, nr, nc, bt)
+    else:
+        fx_blk_load_d(x, ld, nr, nc, bt)
+
+
+cdef inline void blk_store(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, floating *y,
+                           Py_ssize_t ld) noexcept nogil:
+    if floating is float:
+        fx_blk_store_f(bt, nr, nc, y, ld)
+    else:
+        fx_blk_store_d(bt, nr, nc, y, ld)
+
+
+cdef inline void blk_max(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, floating *m,
+                         int *nan) noexcept nogil:
+    if floating is float:
+        fx_blk_max_f(bt, nr, nc, m, nan)
+    else:
+        fx_blk_max_d(bt, nr, nc, m, nan)
+
+
+cdef inline void blk_sumexp(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const floating *m,
+                            double *s, floating *et) noexcept nogil:
+    if floating is float:
+        fx_blk_sumexp_f(bt, nr, nc, m, s, et)
+    else:
+        fx_blk_sumexp_d(bt, nr, nc, m, s, et)
+
+
+cdef inline void blk_wsum(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const double *w,
+                          double *s) noexcept nogil:
+    if floating is float:
+        fx_blk_wsum_f(bt, nr, nc, w, s)
+    else:
+        fx_blk_wsum_d(bt, nr, nc, w, s)
+
+
+cdef inline void blk_axpw(floating *et, Py_ssize_t nr, Py_ssize_t nc, const floating *a,
+                          const floating *b, const double *w) noexcept nogil:
+    if floating is float:
+        fx_blk_axpw_f(et, nr, nc, a, b, w)
+    else:
+        fx_blk_axpw_d(et, nr, nc, a, b, w)
+
+
+cdef inline void blk_sub(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const double *c,
+                         floating *yt) noexcept nogil:
+    if floating is float:
+        fx_blk_sub_f(bt, nr, nc, c, yt)
+    else:
+        fx_blk_sub_d(bt, nr, nc, c, yt)

@@ -1,0 +1,112 @@
+/*
+ * Template body of fx_blockops.h (FX_T, FX_NAME, FX_EXP_LE0 as in fx_rowops_impl.h).
+ *
+ * A block is `nr` rows of `nc` columns held transposed: element (r, j) at bt[j * FX_LANES + r].
+ * Every loop runs over the rows in its inner, vectorised dimension, so one vector lane works
+ * on one row and the per-row results (max, sum, log) come out of plain vector operations, with
+ * no horizontal reductions and no partial vectors, whatever nc is.
+ */
+
+/* bt = the rows x[r * ld + j] of a block, transposed. */
+static inline void FX_NAME(fx_blk_load)(const FX_T *x, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t nc,
+                                        FX_T *bt)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            bt[j * FX_LANES + r] = x[r * ld + j];
+        }
+    }
+}
+
+/* y[r * ld + j] = the transposed block bt. */
+static inline void FX_NAME(fx_blk_store)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc, FX_T *y,
+                                         ptrdiff_t ld)
+{
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            y[r * ld + j] = bt[j * FX_LANES + r];
+        }
+    }
+}
+
+/* m[r] = max of row r over the values that are not NaN; nan[r] = whether it holds a NaN. */
+static inline void FX_NAME(fx_blk_max)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc, FX_T *m,
+                                       int *nan)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        m[r] = -INFINITY;
+        nan[r] = 0;
+    }
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            FX_T v = bt[j * FX_LANES + r];
+            m[r] = v > m[r] ? v : m[r];
+            nan[r] |= v != v;
+        }
+    }
+}
+
+/* s[r] = sum_j exp(x - m[r]) in double; with et, also et = exp(x - m[r]). */
+static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc,
+                                          const FX_T *m, double *s, FX_T *et)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        s[r] = 0.0;
+    }
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            FX_T e = FX_EXP_LE0(bt[j * FX_LANES + r] - m[r]);
+            if (et != NULL) {
+                et[j * FX_LANES + r] = e;
+            }
+            s[r] += (double)e;
+        }
+    }
+}
+
+/* s[r] = sum_j x * w[j] in double (w NULL: 1). */
+static inline void FX_NAME(fx_blk_wsum)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc,
+                                        const double *w, double *s)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        s[r] = 0.0;
+    }
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        double wj = w == NULL ? 1.0 : w[j];
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            s[r] += (double)bt[j * FX_LANES + r] * wj;
+        }
+    }
+}
+
+/* et = a[r] * et - b[r] * w[j] (w NULL: 1): rescaled exponentials, and loss gradients. */
+static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nr, ptrdiff_t nc, const FX_T *a,
+                                        const FX_T *b, const double *w)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_T wj = w == NULL ? (FX_T)1 : (FX_T)w[j];
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            et[j * FX_LANES + r] = a[r] * et[j * FX_LANES + r] - b[r] * wj;
+        }
+    }
+}
+
+/* yt = x - c[r], the difference taken in double. yt may be bt. */
+static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc,
+                                       const double *c, FX_T *yt)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            yt[j * FX_LANES + r] = (FX_T)((double)bt[j * FX_LANES + r] - c[r]);
+        }
+    }
+}
