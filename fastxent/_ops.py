@@ -1,4 +1,6 @@
 """The public functions of fastxent: each validates through ``_validate`` and calls a kernel."""
+import math
+
 import numpy as np
 
 from . import _validate as v
@@ -354,9 +356,11 @@ class _Target:
                          f"ignore_index={self.ignore_index}; found {value} at target[{index}]")
 
 
-def _divide(a, b):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.float64(a) / np.float64(b))
+def _per_weight(value, total_weight):
+    """``value`` over the mean's denominator. A zero denominator (no rows, all ignored, or all
+    of weight 0) gives NaN, as PyTorch, whose two terms (NLL and smoothing) are each 0/0 or
+    x/0 there and add up to NaN."""
+    return value / total_weight if total_weight != 0 else math.nan
 
 
 def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, axis,
@@ -391,7 +395,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
                                  f"got shape {g.shape}")
             scale = float(g.reshape(()))
             if reduction == "mean":
-                scale = _divide(scale, tgt.total_weight)
+                scale = _per_weight(scale, tgt.total_weight)
         inputs = {"logits": rows, "target": tgt.rows}
         grad = v.RowsOut(layout, out, inputs)
 
@@ -413,7 +417,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     else:
         total = float(loss_rows.sum())     # pairwise, in a fixed order: any n_threads alike
         if reduction == "mean":
-            total = _divide(total, tgt.total_weight)
+            total = _per_weight(total, tgt.total_weight)
         loss = dtype.type(total)
     return loss, (None if grad is None else grad.result())
 

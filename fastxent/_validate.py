@@ -127,14 +127,12 @@ def _as_rows(moved, n_rows, n_classes, copy_ok):
         if not copy_ok:
             return None
         return np.ascontiguousarray(moved).reshape(n_rows, n_classes)
-    if n_classes > 1 and rows.strides[1] != rows.itemsize:
+    # The kernels read each row as a contiguous vector (even of length 1) and count row
+    # strides in elements.
+    if rows.strides[1] != rows.itemsize or rows.strides[0] % rows.itemsize:
         if not copy_ok:
             return None
         rows = np.ascontiguousarray(rows)
-    if n_classes <= 1 and rows.strides[-1] != rows.itemsize:
-        # One element per row: any stride is contiguous to NumPy, not to Cython's [:, ::1].
-        rows = np.lib.stride_tricks.as_strided(
-            rows, shape=rows.shape, strides=(rows.strides[0], rows.itemsize))
     return rows
 
 

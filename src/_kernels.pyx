@@ -4,8 +4,8 @@
 
 Design
 ------
-* Every array arrives as rows: a 2-D memoryview whose rows are contiguous (``[:, ::1]``) with
-  any row stride. ``fastxent/_validate.py`` brings any input to that form; nothing here checks
+* Every array arrives as rows: a 2-D memoryview whose rows are contiguous with any row
+  stride (typed ``[:, :]``, since Cython's ``[:, ::1]`` demands a C-contiguous whole). ``fastxent/_validate.py`` brings any input to that form; nothing here checks
   arguments (bounds checks and wraparound are off): the kernels trust their callers.
 * One ``cdef inline ... noexcept nogil`` function computes one row; the drivers (``def``
   functions at the end) release the GIL and run it over the rows with ``prange``. Rows are
@@ -285,7 +285,7 @@ cdef void block_xent_index(
 # Row strides below are in elements: _validate makes every row stride a multiple of the
 # item size. The block drivers loop over blocks of ``nb`` rows, the others over rows.
 
-def logsumexp_rows(const floating[:, ::1] x, floating[::1] out, int n_threads):
+def logsumexp_rows(const floating[:, :] x, floating[::1] out, int n_threads):
     cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     if nb:
@@ -298,7 +298,7 @@ def logsumexp_rows(const floating[:, ::1] x, floating[::1] out, int n_threads):
         out[i] = <floating>row_logsumexp(&x[i, 0], n)
 
 
-def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
+def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
     cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
@@ -312,7 +312,7 @@ def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
         row_softmax(&x[i, 0], &out[i, 0], n)
 
 
-def log_softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threads):
+def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
     cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
@@ -326,8 +326,8 @@ def log_softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, int n_threa
         row_log_softmax(&x[i, 0], &out[i, 0], n)
 
 
-def softmax_backward_rows(const floating[:, ::1] grad_output, const floating[:, ::1] output,
-                          floating[:, ::1] out, int n_threads):
+def softmax_backward_rows(const floating[:, :] grad_output, const floating[:, :] output,
+                          floating[:, :] out, int n_threads):
     """out = output * (grad_output - sum(grad_output * output)); out may alias either input."""
     cdef Py_ssize_t i, n = output.shape[1]
     cdef double d
@@ -336,8 +336,8 @@ def softmax_backward_rows(const floating[:, ::1] grad_output, const floating[:, 
         mul_sub(&output[i, 0], &grad_output[i, 0], &out[i, 0], n, d)
 
 
-def log_softmax_backward_rows(const floating[:, ::1] grad_output,
-                              const floating[:, ::1] output, floating[:, ::1] out,
+def log_softmax_backward_rows(const floating[:, :] grad_output,
+                              const floating[:, :] output, floating[:, :] out,
                               int n_threads):
     """out = grad_output - exp(output) * sum(grad_output); out may alias either input."""
     cdef Py_ssize_t i, n = output.shape[1]
@@ -347,8 +347,8 @@ def log_softmax_backward_rows(const floating[:, ::1] grad_output,
         sub_expmul(&grad_output[i, 0], &output[i, 0], &out[i, 0], n, s)
 
 
-def logsumexp_backward_rows(const floating[::1] grad_output, const floating[:, ::1] x,
-                            const floating[::1] lse, floating[:, ::1] out, int n_threads):
+def logsumexp_backward_rows(const floating[::1] grad_output, const floating[:, :] x,
+                            const floating[::1] lse, floating[:, :] out, int n_threads):
     """out = grad_output[:, None] * exp(x - lse[:, None]); lse computed here when None."""
     cdef Py_ssize_t i, n = x.shape[1]
     cdef bint have_lse = lse is not None
@@ -381,9 +381,9 @@ def check_labels(const int64_t[::1] labels, Py_ssize_t n_classes, int64_t ignore
     return bad, total
 
 
-def xent_index_rows(const floating[:, ::1] x, const int64_t[::1] labels,
+def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
                     const double[::1] weight, int64_t ignore_index, double smoothing,
-                    double[::1] loss_out, floating[:, ::1] grad,
+                    double[::1] loss_out, floating[:, :] grad,
                     const double[::1] row_scale, double scale, int n_threads):
     """Per-row cross-entropy against labels (checked by ``check_labels``) into ``loss_out``;
     with ``grad``, the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
@@ -420,9 +420,9 @@ def xent_index_rows(const floating[:, ::1] x, const int64_t[::1] labels,
                                      scale if rsc == NULL else rsc[i])
 
 
-def xent_prob_rows(const floating[:, ::1] x, const floating[:, ::1] target,
+def xent_prob_rows(const floating[:, :] x, const floating[:, :] target,
                    const double[::1] weight, double smoothing, double[::1] loss_out,
-                   floating[:, ::1] grad, const double[::1] row_scale, double scale,
+                   floating[:, :] grad, const double[::1] row_scale, double scale,
                    int n_threads):
     """Per-row cross-entropy against class probabilities into ``loss_out``; with ``grad``,
     the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
@@ -437,7 +437,7 @@ def xent_prob_rows(const floating[:, ::1] x, const floating[:, ::1] target,
         loss_out[i] = row_xent_prob(&x[i, 0], &target[i, 0], g, n, w, smoothing, r)
 
 
-def exp_rows(const floating[:, ::1] x, floating[:, ::1] out, bint nonpositive):
+def exp_rows(const floating[:, :] x, floating[:, :] out, bint nonpositive):
     """out = exp(x) with the kernels' own exp: the general one, or (``nonpositive``) the one
     used on shifted logits, valid for x <= 0. For the accuracy tests, not the public API."""
     cdef Py_ssize_t i, n = x.shape[1]
