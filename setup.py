@@ -107,6 +107,11 @@ def compiler_accepts(compiler, flags, source, run=False):
 class BuildExt(build_ext):
     """Adds the OpenMP, optimisation, ISA and sanitizer flags once the compiler is known."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:       # the ISA variants compile independently
+            self.parallel = os.cpu_count() or 1
+
     def build_extensions(self):
         msvc = self.compiler.compiler_type == "msvc"
         openmp = ["/openmp"] if msvc else ["-fopenmp"]
