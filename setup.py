@@ -14,6 +14,7 @@ FASTXENT_ISAS=baseline,avx2 build only these variants (default: all the compiler
 FASTXENT_SANITIZE=address,undefined
                             build with these sanitizers, -O1 -g (for the memory-safety runs)
 """
+import glob
 import os
 import platform
 import shutil
@@ -148,6 +149,7 @@ def extensions():
     paths = kernel_sources(requested_isas())
     exts = [
         Extension(f"fastxent._kernels_{isa}", [path], include_dirs=[SRC],
+                  depends=sorted(glob.glob(os.path.join(SRC, "*.h"))),
                   define_macros=[("CYTHON_CCOMPLEX", "0")])
         for isa, path in paths.items()
     ]
