@@ -32,7 +32,7 @@ from libc.string cimport memset
 from _rowops cimport (
     floating, row_max, has_nan, sumexp, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc,
-    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, blk_load, blk_store, blk_max, blk_sumexp, blk_wsum,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, blk_load_max, blk_store, blk_sumexp, blk_wsum,
     blk_axpw, blk_sub,
 )
 
@@ -184,8 +184,7 @@ cdef void block_logsumexp(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ss
     cdef int nan[FX_LANES]
     cdef double s[FX_LANES]
     cdef Py_ssize_t r
-    blk_load(x, ld, nr, nc, bt)
-    blk_max(bt, nr, nc, m, nan)
+    blk_load_max(x, ld, nr, nc, bt, m, nan)
     blk_sumexp(bt, nr, nc, m, s, NULL)
     fx_blk_log(s, nr, s)
     for r in range(nr):
@@ -202,8 +201,7 @@ cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
     cdef int nan[FX_LANES]
     cdef double s[FX_LANES]
     cdef Py_ssize_t r
-    blk_load(x, ld, nr, nc, bt)
-    blk_max(bt, nr, nc, m, nan)
+    blk_load_max(x, ld, nr, nc, bt, m, nan)
     blk_sumexp(bt, nr, nc, m, s, bt)
     for r in range(nr):
         inv[r] = <floating>(NAN if nan[r] or isinf(m[r]) else 1.0 / s[r])
@@ -219,8 +217,7 @@ cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_
     cdef int nan[FX_LANES]
     cdef double s[FX_LANES]
     cdef Py_ssize_t r
-    blk_load(x, ld, nr, nc, bt)
-    blk_max(bt, nr, nc, m, nan)
+    blk_load_max(x, ld, nr, nc, bt, m, nan)
     blk_sumexp(bt, nr, nc, m, s, NULL)
     fx_blk_log(s, nr, s)
     for r in range(nr):
@@ -247,10 +244,9 @@ cdef void block_xent_index(
     cdef Py_ssize_t r, j
     cdef int64_t y
     cdef double a, b, sum_c, lse, rs
-    blk_load(x, ld, nr, nc, bt)
+    blk_load_max(x, ld, nr, nc, bt, m, nan)
     if smoothing != 0.0:
         blk_wsum(bt, nr, nc, weight, wx)
-    blk_max(bt, nr, nc, m, nan)
     blk_sumexp(bt, nr, nc, m, s, bt if grad != NULL else NULL)
     fx_blk_log(s, nr, log_s)
     for r in range(nr):

@@ -167,12 +167,12 @@ cdef extern from "fx_blockops.h" nogil:
         FX_BLOCK_CLASSES
         FX_BLOCK_ELEMS
     void fx_blk_log(const double *s, Py_ssize_t nr, double *out)
-    void fx_blk_load_f(const float *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc, float *bt)
-    void fx_blk_load_d(const double *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc, double *bt)
+    void fx_blk_load_max_f(const float *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
+                           float *bt, float *m, int *nan)
+    void fx_blk_load_max_d(const double *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
+                           double *bt, double *m, int *nan)
     void fx_blk_store_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, float *y, Py_ssize_t ld)
     void fx_blk_store_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, double *y, Py_ssize_t ld)
-    void fx_blk_max_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, float *m, int *nan)
-    void fx_blk_max_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, double *m, int *nan)
     void fx_blk_sumexp_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const float *m,
                          double *s, float *et)
     void fx_blk_sumexp_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *m,
@@ -189,12 +189,12 @@ cdef extern from "fx_blockops.h" nogil:
                       double *yt)
 
 
-cdef inline void blk_load(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
-                          floating *bt) noexcept nogil:
+cdef inline void blk_load_max(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
+                              floating *bt, floating *m, int *nan) noexcept nogil:
     if floating is float:
-        fx_blk_load_f(x, ld, nr, nc, bt)
+        fx_blk_load_max_f(x, ld, nr, nc, bt, m, nan)
     else:
-        fx_blk_load_d(x, ld, nr, nc, bt)
+        fx_blk_load_max_d(x, ld, nr, nc, bt, m, nan)
 
 
 cdef inline void blk_store(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, floating *y,
@@ -203,14 +203,6 @@ cdef inline void blk_store(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, flo
         fx_blk_store_f(bt, nr, nc, y, ld)
     else:
         fx_blk_store_d(bt, nr, nc, y, ld)
-
-
-cdef inline void blk_max(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, floating *m,
-                         int *nan) noexcept nogil:
-    if floating is float:
-        fx_blk_max_f(bt, nr, nc, m, nan)
-    else:
-        fx_blk_max_d(bt, nr, nc, m, nan)
 
 
 cdef inline void blk_sumexp(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const floating *m,

@@ -7,14 +7,23 @@
  * no horizontal reductions and no partial vectors, whatever nc is.
  */
 
-/* bt = the rows x[r * ld + j] of a block, transposed. */
-static inline void FX_NAME(fx_blk_load)(const FX_T *x, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t nc,
-                                        FX_T *bt)
+/* bt = the rows x[r * ld + j] of a block, transposed; m[r] = the max of row r over its
+   values that are not NaN, nan[r] = whether it holds a NaN (one sweep for both). */
+static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff_t nr,
+                                            ptrdiff_t nc, FX_T *bt, FX_T *m, int *nan)
 {
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        m[r] = -INFINITY;
+        nan[r] = 0;
+    }
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < nr; ++r) {
-            bt[j * FX_LANES + r] = x[r * ld + j];
+            FX_T v = x[r * ld + j];
+            bt[j * FX_LANES + r] = v;
+            m[r] = v > m[r] ? v : m[r];
+            nan[r] |= v != v;
         }
     }
 }
@@ -26,25 +35,6 @@ static inline void FX_NAME(fx_blk_store)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t
     for (ptrdiff_t r = 0; r < nr; ++r) {
         for (ptrdiff_t j = 0; j < nc; ++j) {
             y[r * ld + j] = bt[j * FX_LANES + r];
-        }
-    }
-}
-
-/* m[r] = max of row r over the values that are not NaN; nan[r] = whether it holds a NaN. */
-static inline void FX_NAME(fx_blk_max)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc, FX_T *m,
-                                       int *nan)
-{
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t r = 0; r < nr; ++r) {
-        m[r] = -INFINITY;
-        nan[r] = 0;
-    }
-    for (ptrdiff_t j = 0; j < nc; ++j) {
-        FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < nr; ++r) {
-            FX_T v = bt[j * FX_LANES + r];
-            m[r] = v > m[r] ? v : m[r];
-            nan[r] |= v != v;
         }
     }
 }
@@ -99,14 +89,20 @@ static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nr, ptrdiff_t nc, co
     }
 }
 
-/* yt = x - c[r], the difference taken in double. yt may be bt. */
+/* yt = x - c[r] for double c, yt may be bt: as fx_sub, with c[r] split into hi + lo. */
 static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc,
                                        const double *c, FX_T *yt)
 {
+    FX_T hi[FX_LANES], lo[FX_LANES];
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        hi[r] = (FX_T)c[r];
+        lo[r] = (FX_T)(c[r] - (double)hi[r]);
+    }
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < nr; ++r) {
-            yt[j * FX_LANES + r] = (FX_T)((double)bt[j * FX_LANES + r] - c[r]);
+            yt[j * FX_LANES + r] = (bt[j * FX_LANES + r] - hi[r]) - lo[r];
         }
     }
 }

@@ -93,12 +93,16 @@ static inline void FX_NAME(fx_scale)(FX_T *y, ptrdiff_t n, FX_T a)
     }
 }
 
-/* out = x - c, the difference taken in double and rounded once. out may be x. */
+/* out = x - c for a double c, out may be x. c is split into hi + lo of the row type, and
+   x - hi is exact near the row's top (where x and hi are within a factor of two), so the
+   result is rounded about once, as if the difference were taken in double, at two vector
+   operations per element instead of two conversions and back. */
 static inline void FX_NAME(fx_sub)(const FX_T *x, FX_T *out, ptrdiff_t n, double c)
 {
+    FX_T hi = (FX_T)c, lo = (FX_T)(c - (double)hi);
     FX_PRAGMA(omp simd)
     for (ptrdiff_t j = 0; j < n; ++j) {
-        out[j] = (FX_T)((double)x[j] - c);
+        out[j] = (x[j] - hi) - lo;
     }
 }
 
