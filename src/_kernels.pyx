@@ -24,15 +24,18 @@ Special values follow PyTorch: a row of all ``-inf`` has log-sum-exp ``-inf`` an
 softmax; a row holding ``+inf`` has log-sum-exp ``+inf`` and a NaN softmax; a NaN stays in its
 row. Rows whose label is ``ignore_index`` are not read and get exactly zero loss and gradient.
 """
+import numpy as np
+
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, NAN, isinf, log
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
 from _rowops cimport (
     floating, row_max, has_nan, sumexp, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc,
-    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, blk_load_max, blk_store, blk_sumexp, blk_wsum,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, fx_blk_flat_index, blk_load_max, blk_store, blk_sumexp,
+    blk_wsum,
     blk_axpw, blk_sub,
 )
 
@@ -161,12 +164,40 @@ cdef inline double row_xent_prob(
 # ``nr`` rows, transpose it into stack scratch (``nc`` x FX_LANES) and make every pass, the
 # log included, a vector operation across rows.
 
-cdef inline Py_ssize_t block_rows(Py_ssize_t nc) noexcept nogil:
+# The largest class counts computed in blocks, for the kernels that only read a row and for
+# those that also write one (transposing the output back costs more); measured in
+# docs/performance.md.
+cdef Py_ssize_t block_max_classes_read = 96
+cdef Py_ssize_t block_max_classes_write = 24
+
+
+def set_block_max_classes(read, write):
+    """Set the largest class counts computed in blocks (each at most FX_BLOCK_CLASSES; 0:
+    never) and return the previous pair. For the tests, which check both kernel shapes, and
+    for tuning."""
+    global block_max_classes_read, block_max_classes_write
+    previous = block_max_classes_read, block_max_classes_write
+    block_max_classes_read = max(0, min(<Py_ssize_t>read, <Py_ssize_t>FX_BLOCK_CLASSES))
+    block_max_classes_write = max(0, min(<Py_ssize_t>write, <Py_ssize_t>FX_BLOCK_CLASSES))
+    return previous
+
+
+cdef inline Py_ssize_t block_rows(Py_ssize_t nc, bint writes) noexcept nogil:
     """Rows per block for ``nc`` classes, or 0 where rows are long enough for the row
-    kernels (the threshold is measured: docs/performance.md)."""
-    if nc < 1 or nc > FX_BLOCK_CLASSES:
+    kernels. ``writes``: the kernel writes rows (softmax, gradients)."""
+    if nc < 1 or nc > (block_max_classes_write if writes else block_max_classes_read):
         return 0
     return FX_LANES
+
+
+cdef object flat_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld_out):
+    """The index of fx_blk_store for blocks written to contiguous rows, else None."""
+    if nb == 0 or ld_out != nc:
+        return None
+    flat = np.empty(FX_LANES * nc, dtype=np.int32)
+    cdef int32_t[::1] view = flat
+    fx_blk_flat_index(nc, &view[0])
+    return flat
 
 
 cdef inline double finite_lse(floating m, int nan, double log_s) noexcept nogil:
@@ -193,7 +224,7 @@ cdef void block_logsumexp(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ss
 
 
 cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
-                        floating *out, Py_ssize_t ld_out) noexcept nogil:
+                        floating *out, Py_ssize_t ld_out, const int32_t *flat) noexcept nogil:
     cdef floating bt[FX_BLOCK_ELEMS]
     cdef floating m[FX_LANES]
     cdef floating inv[FX_LANES]
@@ -207,11 +238,12 @@ cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
         inv[r] = <floating>(NAN if nan[r] or isinf(m[r]) else 1.0 / s[r])
         zero[r] = 0
     blk_axpw(bt, nr, nc, inv, zero, NULL)
-    blk_store(bt, nr, nc, out, ld_out)
+    blk_store(bt, nr, nc, out, ld_out, flat)
 
 
 cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
-                            floating *out, Py_ssize_t ld_out) noexcept nogil:
+                            floating *out, Py_ssize_t ld_out,
+                            const int32_t *flat) noexcept nogil:
     cdef floating bt[FX_BLOCK_ELEMS]
     cdef floating m[FX_LANES]
     cdef int nan[FX_LANES]
@@ -223,13 +255,14 @@ cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_
     for r in range(nr):
         s[r] = finite_lse(m[r], nan[r], s[r])
     blk_sub(bt, nr, nc, s, bt)
-    blk_store(bt, nr, nc, out, ld_out)
+    blk_store(bt, nr, nc, out, ld_out, flat)
 
 
 cdef void block_xent_index(
     const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc, const int64_t *labels,
     int64_t ignore_index, const double *weight, double smoothing, double weight_total,
-    double *loss, floating *grad, Py_ssize_t ld_grad, const double *row_scale, double scale,
+    double *loss, floating *grad, Py_ssize_t ld_grad, const int32_t *flat,
+    const double *row_scale, double scale,
 ) noexcept nogil:
     """``row_xent_index`` for a block of rows (ignored rows: zero loss and gradient)."""
     cdef floating bt[FX_BLOCK_ELEMS]
@@ -272,7 +305,7 @@ cdef void block_xent_index(
                 bt[j * FX_LANES + r] = 0
         else:
             bt[y * FX_LANES + r] -= at_label[r]
-    blk_store(bt, nr, nc, grad, ld_grad)
+    blk_store(bt, nr, nc, grad, ld_grad, flat)
 
 
 # ---------------------------------------------------------------------------------- drivers
@@ -282,7 +315,7 @@ cdef void block_xent_index(
 # item size. The block drivers loop over blocks of ``nb`` rows, the others over rows.
 
 def logsumexp_rows(const floating[:, :] x, floating[::1] out, int n_threads):
-    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n, False)
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
@@ -295,28 +328,34 @@ def logsumexp_rows(const floating[:, :] x, floating[::1] out, int n_threads):
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
-    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n, True)
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
+    cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
+    cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
                         nogil=True):
             r0 = i * nb
-            block_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out)
+            block_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out,
+                          flat_ptr)
         return
     for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         row_softmax(&x[i, 0], &out[i, 0], n)
 
 
 def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
-    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n, True)
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
+    cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
+    cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
                         nogil=True):
             r0 = i * nb
-            block_log_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out)
+            block_log_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out,
+                              flat_ptr)
         return
     for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         row_log_softmax(&x[i, 0], &out[i, 0], n)
@@ -383,7 +422,8 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
                     const double[::1] row_scale, double scale, int n_threads):
     """Per-row cross-entropy against labels (checked by ``check_labels``) into ``loss_out``;
     with ``grad``, the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
-    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n)
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t nb = block_rows(n, grad is not None)
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating), ld_grad = 0
     cdef const double *w = NULL if weight is None else &weight[0]
     cdef const double *rsc = NULL if row_scale is None else &row_scale[0]
@@ -394,15 +434,19 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
         weight_total = 0.0
         for i in range(n):
             weight_total += weight[i]
+    cdef int32_t[::1] flat = None
+    cdef const int32_t *flat_ptr = NULL
     if with_grad:
         ld_grad = grad.strides[0] // sizeof(floating)
+        flat = flat_index(nb, n, ld_grad)
+        flat_ptr = NULL if flat is None else &flat[0]
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
                         nogil=True):
             r0 = i * nb
             block_xent_index(&x[r0, 0], ld, min(nb, n_rows - r0), n, &labels[r0],
                              ignore_index, w, smoothing, weight_total, &loss_out[r0],
-                             &grad[r0, 0] if with_grad else NULL, ld_grad,
+                             &grad[r0, 0] if with_grad else NULL, ld_grad, flat_ptr,
                              rsc + r0 if rsc != NULL else NULL, scale)
         return
     for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):

@@ -161,18 +161,23 @@ cdef inline void axpc(floating *g, const floating *t, const double *w, Py_ssize_
         fx_axpc_d(g, t, w, n, alpha, r, a, b)
 
 
+from libc.stdint cimport int32_t
+
 cdef extern from "fx_blockops.h" nogil:
     enum:
         FX_LANES
         FX_BLOCK_CLASSES
         FX_BLOCK_ELEMS
     void fx_blk_log(const double *s, Py_ssize_t nr, double *out)
+    void fx_blk_flat_index(Py_ssize_t nc, int32_t *flat)
     void fx_blk_load_max_f(const float *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
                            float *bt, float *m, int *nan)
     void fx_blk_load_max_d(const double *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
                            double *bt, double *m, int *nan)
-    void fx_blk_store_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, float *y, Py_ssize_t ld)
-    void fx_blk_store_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, double *y, Py_ssize_t ld)
+    void fx_blk_store_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, float *y, Py_ssize_t ld,
+                        const int32_t *flat)
+    void fx_blk_store_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, double *y,
+                        Py_ssize_t ld, const int32_t *flat)
     void fx_blk_sumexp_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const float *m,
                          double *s, float *et)
     void fx_blk_sumexp_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *m,
@@ -198,11 +203,11 @@ cdef inline void blk_load_max(const floating *x, Py_ssize_t ld, Py_ssize_t nr, P
 
 
 cdef inline void blk_store(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, floating *y,
-                           Py_ssize_t ld) noexcept nogil:
+                           Py_ssize_t ld, const int32_t *flat) noexcept nogil:
     if floating is float:
-        fx_blk_store_f(bt, nr, nc, y, ld)
+        fx_blk_store_f(bt, nr, nc, y, ld, flat)
     else:
-        fx_blk_store_d(bt, nr, nc, y, ld)
+        fx_blk_store_d(bt, nr, nc, y, ld, flat)
 
 
 cdef inline void blk_sumexp(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const floating *m,

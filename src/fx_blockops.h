@@ -48,6 +48,17 @@ static inline double fx_log(double x)
     return x != x ? x : r;
 }
 
+/* flat[k] = (k % nc) * FX_LANES + k / nc for k < FX_LANES * nc: where element k of a block of
+   contiguous rows sits in the transposed block (see fx_blk_store). */
+static inline void fx_blk_flat_index(ptrdiff_t nc, int32_t *flat)
+{
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            flat[r * nc + j] = (int32_t)(j * FX_LANES + r);
+        }
+    }
+}
+
 /* out[r] = log(s[r]) for a block. */
 static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 {

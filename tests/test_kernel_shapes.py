@@ -1,0 +1,110 @@
+"""Both kernel shapes, rows and blocks of rows, on the same inputs.
+
+Short rows are computed in transposed blocks (one row per vector lane), longer ones row by
+row; the switch is a class-count threshold (``set_block_max_classes``). Here every function
+runs with each shape forced, over class counts around the thresholds and over partial
+blocks, strided rows and special values, against the float64 slow twins, and the two shapes
+agree with each other to rounding.
+"""
+import numpy as np
+import pytest
+
+import fastxent
+from fastxent import _reference as ref
+from fastxent._dispatch import kernels
+
+BLOCKS = (128, 128)     # every C <= 128 in blocks
+ROWS = (0, 0)           # always row by row
+
+
+@pytest.fixture(params=["rows", "blocks"])
+def kernel_shape(request):
+    previous = kernels.set_block_max_classes(*(ROWS if request.param == "rows" else BLOCKS))
+    yield request.param
+    kernels.set_block_max_classes(*previous)
+
+
+def make_logits(n_rows, n_classes, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n_rows, n_classes)) * 4).astype(dtype)
+    x[1 % n_rows, :] = -np.inf                          # all classes masked
+    x[2 % n_rows, n_classes // 2] = np.nan              # NaN stays in its row
+    x[3 % n_rows, 0] = np.inf
+    x[4 % n_rows, ::2] = -np.inf                        # some classes masked
+    return x
+
+
+TOL = {np.float32: 2e-6, np.float64: 1e-13}
+
+
+def assert_matches(got, want, dtype):
+    got = np.asarray(got, dtype=np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
+    np.testing.assert_allclose(got[finite], want[finite], rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows, n_classes", [(130, 1), (64, 10), (70, 17), (200, 24),
+                                               (65, 64), (129, 100), (3, 128)])
+def test_forward_functions(kernel_shape, dtype, n_rows, n_classes):
+    x = make_logits(n_rows, n_classes, dtype)
+    xd = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        assert_matches(fastxent.logsumexp(x), ref.logsumexp(xd), dtype)
+        assert_matches(fastxent.softmax(x), ref.softmax(xd), dtype)
+        assert_matches(fastxent.log_softmax(x), ref.log_softmax(xd), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows, n_classes", [(130, 2), (64, 10), (70, 17), (129, 100)])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2},
+                                     {"weight": "w", "label_smoothing": 0.1},
+                                     {"reduction": "none", "grad_output": "g"}])
+def test_cross_entropy(kernel_shape, dtype, n_rows, n_classes, options):
+    rng = np.random.default_rng(1)
+    x = make_logits(n_rows, n_classes, dtype)
+    x[1 % n_rows] = np.nan                      # ignored below: must give exact zeros
+    target = rng.integers(0, n_classes, n_rows)
+    target[::5] = -100
+    target[1 % n_rows] = -100
+    kw = dict(options)
+    if kw.get("weight") == "w":
+        kw["weight"] = rng.uniform(0.5, 2.0, n_classes)
+    if kw.get("grad_output") == "g":
+        kw["grad_output"] = rng.standard_normal(n_rows)
+    clean = np.isfinite(x).all(axis=1) | (target == -100)
+    x, target = x[clean], target[clean]
+    go = kw.pop("grad_output", None)
+    want_loss, want_grad = ref.cross_entropy_with_grad(x.astype(np.float64), target,
+                                                       grad_output=None if go is None
+                                                       else go[clean], **kw)
+    loss, grad = fastxent.cross_entropy_with_grad(
+        x, target, grad_output=None if go is None else go[clean], **kw)
+    assert_matches(loss, np.asarray(want_loss), dtype)
+    assert_matches(grad, want_grad, dtype)
+    assert np.all(grad[target == -100] == 0)
+    assert_matches(fastxent.cross_entropy(x, target, **kw), np.asarray(
+        ref.cross_entropy(x.astype(np.float64), target, **kw)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_strided_rows_and_outputs(kernel_shape, dtype):
+    """Rows that are not adjacent in memory, and an out= whose rows are not either."""
+    big = make_logits(200, 30, dtype)
+    x = big[::2, 3:13]
+    out = np.zeros((100, 20), dtype)[:, ::2]
+    with np.errstate(invalid="ignore"):
+        want = ref.softmax(x.astype(np.float64))
+    assert_matches(fastxent.softmax(x, out=out), want, dtype)
+    assert_matches(out, want, dtype)
+
+
+def test_shapes_agree_bitwise_across_threads(kernel_shape):
+    x = make_logits(5000, 12, np.float32)
+    y = np.random.default_rng(2).integers(0, 12, 5000)
+    for n in (1, 2):
+        np.testing.assert_array_equal(fastxent.softmax(x, n_threads=n), fastxent.softmax(x))
+        np.testing.assert_array_equal(fastxent.cross_entropy_with_grad(x, y, n_threads=n)[1],
+                                      fastxent.cross_entropy_with_grad(x, y)[1])
