@@ -1,0 +1,1 @@
+"""asv benchmarks of fastxent; see asv.conf.json at the repository root."""

@@ -1,0 +1,53 @@
+"""``python -m fastxent``: the self-check's exit code and a tiny ``bench`` run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import fastxent
+from fastxent import _bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(*args):
+    return subprocess.run([sys.executable, "-m", "fastxent", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_self_check_passes_with_exit_code_0():
+    proc = run_module("check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "self-check: PASS" in proc.stdout
+    assert "FAIL" not in proc.stdout
+
+
+def test_self_check_exit_code_1_on_a_wrong_result(monkeypatch, capsys):
+    right = fastxent.softmax
+    monkeypatch.setattr(fastxent, "softmax", lambda x, *a, **k: right(x, *a, **k) + 1e-3)
+    assert _bench.main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "self-check: FAIL" in out
+
+
+def test_bench_tiny_run_prints_a_table(tmp_path):
+    path = tmp_path / "bench.json"
+    proc = run_module("bench", "--ops", "softmax", "--shapes", "64x10", "--dtypes", "float32",
+                      "--threads", "1,2", "--repeat", "1", "--min-time", "0.001",
+                      "--peers", "numpy", "--json", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "== softmax" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("64x10")]
+    assert len(rows) == 2, proc.stdout  # one per thread count
+    results = json.loads(path.read_text())["results"]
+    assert {r["threads"] for r in results} == {1, 2}
+    assert all(np.isfinite(r["times"]["fastxent"]) for r in results)
+
+
+def test_bench_rejects_an_unknown_op():
+    proc = run_module("bench", "--ops", "softmaks")
+    assert proc.returncode == 2
+    assert "softmaks" in proc.stderr
