@@ -51,3 +51,22 @@ ACTIVE = _choose()
 
 #: The kernel module in use.
 kernels = importlib.import_module(f"fastxent._kernels_{ACTIVE}")
+
+_specialised = {}
+
+
+def kernel(name, dtype):
+    """The kernel ``name`` of the build in use, specialised for ``dtype`` (float32/float64).
+
+    The kernels are fused-type Cython functions; calling one directly costs a dispatch on the
+    argument types every time (a few microseconds, as much as a small call's whole work), so
+    the public functions call the specialisation for the dtype they validated.
+    """
+    key = (name, dtype.char)
+    try:
+        return _specialised[key]
+    except KeyError:
+        fused = getattr(kernels, name)
+        fn = fused.__signatures__["float" if dtype.char == "f" else "double"]
+        _specialised[key] = fn
+        return fn

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from . import _validate as v
-from ._dispatch import kernels
+from ._dispatch import kernel, kernels
 
 __all__ = [
     "logsumexp", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
@@ -12,9 +12,9 @@ __all__ = [
 ]
 
 
-def _map_rows(kernel, arrays, names, axis, out, n_threads):
-    """Run ``kernel(*rows, out_rows, n_threads)`` over same-shaped arrays; the result has
-    their shape. The first array sets the dtype; the others are converted to it."""
+def _map_rows(kernel_name, arrays, names, axis, out, n_threads):
+    """Run the kernel ``kernel_name(*rows, out_rows, n_threads)`` over same-shaped arrays; the
+    result has their shape. The first array sets the dtype; the others are converted to it."""
     first = v.as_array(arrays[0], names[0])
     layout = v.Layout(first, axis, names[0])
     rows = {names[0]: layout.rows(first)}
@@ -23,8 +23,9 @@ def _map_rows(kernel, arrays, names, axis, out, n_threads):
         layout.check_same_shape(arr, name, names[0])
         rows[name] = layout.rows(arr)
     target = v.RowsOut(layout, out, rows)
-    kernel(*rows.values(), target.rows,
-           v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes))
+    kernel(kernel_name, layout.dtype)(
+        *rows.values(), target.rows,
+        v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes))
     return target.result()
 
 
@@ -96,8 +97,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, n_threads=None):
             if direct is not None and layout.n_rows > 1 and direct.strides[0] != out.itemsize:
                 direct = None
     values = direct if direct is not None else np.empty(layout.n_rows, layout.dtype)
-    kernels.logsumexp_rows(rows, values,
-                           v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes))
+    kernel("logsumexp_rows", layout.dtype)(
+        rows, values, v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes))
     if direct is not None:
         return out
     if out is not None:
@@ -139,7 +140,7 @@ def softmax(x, axis=-1, *, out=None, n_threads=None):
     >>> fastxent.softmax(np.array([0.0, -np.inf]))  # -inf is a masked class
     array([1., 0.])
     """
-    return _map_rows(kernels.softmax_rows, [x], ["x"], axis, out, n_threads)
+    return _map_rows("softmax_rows", [x], ["x"], axis, out, n_threads)
 
 
 def log_softmax(x, axis=-1, *, out=None, n_threads=None):
@@ -173,7 +174,7 @@ def log_softmax(x, axis=-1, *, out=None, n_threads=None):
     >>> fastxent.log_softmax(np.array([0.0, 1000.0]))
     array([-1000.,     0.])
     """
-    return _map_rows(kernels.log_softmax_rows, [x], ["x"], axis, out, n_threads)
+    return _map_rows("log_softmax_rows", [x], ["x"], axis, out, n_threads)
 
 
 def softmax_backward(grad_output, output, axis=-1, *, out=None, n_threads=None):
@@ -204,7 +205,7 @@ def softmax_backward(grad_output, output, axis=-1, *, out=None, n_threads=None):
     >>> fastxent.softmax_backward(np.array([1.0, 0.0, 0.0]), s)  # d s[0] / d x
     array([ 0.08192507, -0.02203304, -0.05989202])
     """
-    return _map_rows(kernels.softmax_backward_rows, [grad_output, output],
+    return _map_rows("softmax_backward_rows", [grad_output, output],
                      ["grad_output", "output"], axis, out, n_threads)
 
 
@@ -236,7 +237,7 @@ def log_softmax_backward(grad_output, output, axis=-1, *, out=None, n_threads=No
     >>> fastxent.log_softmax_backward(np.array([1.0, 0.0, 0.0]), y)
     array([ 0.90996943, -0.24472847, -0.66524096])
     """
-    return _map_rows(kernels.log_softmax_backward_rows, [grad_output, output],
+    return _map_rows("log_softmax_backward_rows", [grad_output, output],
                      ["grad_output", "output"], axis, out, n_threads)
 
 
@@ -277,7 +278,7 @@ def logsumexp_backward(grad_output, x, axis=-1, *, lse=None, out=None, n_threads
     g = _row_values(grad_output, layout, "grad_output")
     lse_rows = None if lse is None else _row_values(lse, layout, "lse")
     target = v.RowsOut(layout, out, {"x": rows})
-    kernels.logsumexp_backward_rows(
+    kernel("logsumexp_backward_rows", layout.dtype)(
         g, rows, lse_rows, target.rows,
         v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes))
     return target.result()
@@ -403,11 +404,12 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     n = v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes)
     grad_rows = None if grad is None else grad.rows
     if tgt.is_index:
-        kernels.xent_index_rows(rows, tgt.labels, w, tgt.ignore_index, smoothing, loss_rows,
-                                grad_rows, row_scale, scale, n)
+        kernel("xent_index_rows", layout.dtype)(
+            rows, tgt.labels, w, tgt.ignore_index, smoothing, loss_rows, grad_rows, row_scale,
+            scale, n)
     else:
-        kernels.xent_prob_rows(rows, tgt.rows, w, smoothing, loss_rows, grad_rows, row_scale,
-                               scale, n)
+        kernel("xent_prob_rows", layout.dtype)(
+            rows, tgt.rows, w, smoothing, loss_rows, grad_rows, row_scale, scale, n)
 
     dtype = layout.result_dtype
     if reduction == "none":

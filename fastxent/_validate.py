@@ -95,6 +95,7 @@ class Layout:
     def __init__(self, arr, axis, name):
         self.shape = arr.shape
         self.axis = normalize_axis(axis, arr.ndim)
+        self.last = self.axis == arr.ndim - 1
         self.batch_shape = arr.shape[:self.axis] + arr.shape[self.axis + 1:]
         self.n_rows = math.prod(self.batch_shape)
         self.n_classes = arr.shape[self.axis]
@@ -103,14 +104,20 @@ class Layout:
 
     def rows(self, arr):
         """``arr`` (of ``self.shape``) as contiguous rows of ``self.dtype``: at most one copy."""
-        moved = np.moveaxis(arr, self.axis, -1)
+        if (arr.ndim == 2 and self.last and arr.dtype == self.dtype
+                and arr.strides[1] == arr.itemsize and arr.strides[0] % arr.itemsize == 0):
+            return arr                  # the common case, without the general path's overhead
+        moved = arr if self.last else np.moveaxis(arr, self.axis, -1)
         if moved.dtype != self.dtype:
             moved = np.array(moved, dtype=self.dtype, order="C")
         return _as_rows(moved, self.n_rows, self.n_classes, copy_ok=True)
 
     def unrows(self, rows):
         """The caller's view of kernel-shaped rows: ``(n_rows, C)`` back to ``self.shape``."""
-        return np.moveaxis(rows.reshape(self.batch_shape + (self.n_classes,)), -1, self.axis)
+        if rows.shape == self.shape:
+            return rows
+        shaped = rows.reshape(self.batch_shape + (self.n_classes,))
+        return shaped if self.last else np.moveaxis(shaped, -1, self.axis)
 
     def check_same_shape(self, arr, name, other="x"):
         if arr.shape != self.shape:
@@ -185,8 +192,8 @@ class RowsOut:
         check_out(out, layout.shape, layout.result_dtype, name)
         rows = None
         if out.dtype == layout.dtype:
-            rows = _as_rows(np.moveaxis(out, layout.axis, -1), layout.n_rows,
-                            layout.n_classes, copy_ok=False)
+            moved = out if layout.last else np.moveaxis(out, layout.axis, -1)
+            rows = _as_rows(moved, layout.n_rows, layout.n_classes, copy_ok=False)
         if rows is None:
             self.rows = np.empty((layout.n_rows, layout.n_classes), layout.dtype)
         else:
