@@ -182,7 +182,7 @@ def test_shift_invariance(dtype, shift, rng):
     xs = (x + shift).astype(dtype)
     eps = np.finfo(dtype).eps
     assert_close(fastxent.softmax(xs), fastxent.softmax(x), 4 * eps, scale=0.0)
-    abs_tol = 4 * eps * abs(shift)
+    abs_tol = float(4 * eps * abs(shift))
     np.testing.assert_allclose(fastxent.log_softmax(xs), fastxent.log_softmax(x), rtol=0,
                                atol=abs_tol)
     np.testing.assert_allclose(fastxent.logsumexp(xs), fastxent.logsumexp(x) + shift,
