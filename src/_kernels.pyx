@@ -167,8 +167,8 @@ cdef inline double row_xent_prob(
 # The largest class counts computed in blocks, for the kernels that only read a row and for
 # those that also write one (transposing the output back costs more); measured in
 # docs/performance.md.
-cdef Py_ssize_t block_max_classes_read = 96
-cdef Py_ssize_t block_max_classes_write = 24
+cdef Py_ssize_t block_max_classes_read = 112
+cdef Py_ssize_t block_max_classes_write = 31
 
 
 def set_block_max_classes(read, write):
