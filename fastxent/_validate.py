@@ -212,14 +212,15 @@ class RowsOut:
 
 # ----------------------------------------------------------------------------------- threads
 
-_state = {"parallel_used": False, "forked": False}
+_state = {"forked": False}
 
 
 def _after_fork_in_child():
-    # GNU OpenMP's thread pool does not survive fork(): a child that enters a parallel region
-    # after its parent used one can hang. Such a child runs serially.
-    if _state["parallel_used"]:
-        _state["forked"] = True
+    # GNU OpenMP's thread pool does not survive fork(): a child that starts a team after its
+    # parent ran one hangs. The parent's team may be another library's (PyTorch shares
+    # libgomp with us), which we cannot see, so every forked child runs serially. A child
+    # started with "spawn" or "forkserver" is a fresh process and uses threads as usual.
+    _state["forked"] = True
 
 
 if hasattr(os, "register_at_fork"):
@@ -246,10 +247,7 @@ def resolve_n_threads(n_threads, n_elements):
             raise ValueError(f"n_threads must be a positive integer or None; got {n}")
     if n_elements < SERIAL_BELOW or _state["forked"] or not kernels.openmp_enabled():
         return 1
-    n = min(n, 1 << 16)
-    if n > 1:
-        _state["parallel_used"] = True
-    return n
+    return min(n, 1 << 16)
 
 
 # ------------------------------------------------------------------------- cross-entropy args
