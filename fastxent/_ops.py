@@ -96,6 +96,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, n_threads=None):
                 direct = None
             if direct is not None and layout.n_rows > 1 and direct.strides[0] != out.itemsize:
                 direct = None
+        v.check_no_partial_overlap(out, {"x": rows})
     values = direct if direct is not None else np.empty(layout.n_rows, layout.dtype)
     kernel("logsumexp_rows", layout.dtype)(
         rows, values, v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes))
@@ -277,7 +278,8 @@ def logsumexp_backward(grad_output, x, axis=-1, *, lse=None, out=None, n_threads
     rows = layout.rows(x)
     g = _row_values(grad_output, layout, "grad_output")
     lse_rows = None if lse is None else _row_values(lse, layout, "lse")
-    target = v.RowsOut(layout, out, {"x": rows})
+    target = v.RowsOut(layout, out, {"x": rows, "grad_output": g, "lse": lse_rows},
+                       in_place=("x",))
     kernel("logsumexp_backward_rows", layout.dtype)(
         g, rows, lse_rows, target.rows,
         v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes))
@@ -397,8 +399,9 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
             scale = float(g.reshape(()))
             if reduction == "mean":
                 scale = _per_weight(scale, tgt.total_weight)
-        inputs = {"logits": rows, "target": tgt.rows}
-        grad = v.RowsOut(layout, out, inputs)
+        inputs = {"logits": rows, "target": tgt.rows if tgt.rows is not None else tgt.labels,
+                  "weight": w, "grad_output": row_scale}
+        grad = v.RowsOut(layout, out, inputs, in_place=("logits",))
 
     loss_rows = np.empty(layout.n_rows, np.float64)
     n = v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes)
@@ -417,7 +420,8 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
         if loss.ndim == 0:
             loss = dtype.type(loss)
     else:
-        total = float(loss_rows.sum())     # pairwise, in a fixed order: any n_threads alike
+        with np.errstate(over="ignore", invalid="ignore"):   # inf and NaN sums are the answer
+            total = float(loss_rows.sum())  # pairwise, in a fixed order: any n_threads alike
         if reduction == "mean":
             total = _per_weight(total, tgt.total_weight)
         loss = dtype.type(total)

@@ -114,7 +114,7 @@ class Layout:
 
     def unrows(self, rows):
         """The caller's view of kernel-shaped rows: ``(n_rows, C)`` back to ``self.shape``."""
-        if rows.shape == self.shape:
+        if self.last and rows.shape == self.shape:
             return rows
         shaped = rows.reshape(self.batch_shape + (self.n_classes,))
         return shaped if self.last else np.moveaxis(shaped, -1, self.axis)
@@ -156,15 +156,17 @@ def check_out(out, shape, dtype, name="out"):
     return out
 
 
-def check_no_partial_overlap(out_rows, inputs, name="out"):
-    """Raise if ``out_rows`` overlaps an input other than by being exactly that input.
+def check_no_partial_overlap(out_rows, inputs, name="out", in_place=()):
+    """Raise if ``out_rows`` overlaps an input, other than by being exactly one of the inputs
+    named in ``in_place`` (those the kernel reads element by element before writing).
 
-    ``inputs`` maps argument names to the row arrays the kernel will read.
+    ``inputs`` maps argument names to the arrays the kernel will read (None: absent).
     """
     for input_name, rows in inputs.items():
         if rows is None or not np.may_share_memory(out_rows, rows):
             continue
-        if (rows.__array_interface__["data"][0] == out_rows.__array_interface__["data"][0]
+        if (input_name in in_place
+                and rows.__array_interface__["data"][0] == out_rows.__array_interface__["data"][0]
                 and rows.strides == out_rows.strides and rows.shape == out_rows.shape):
             continue
         try:
@@ -172,8 +174,8 @@ def check_no_partial_overlap(out_rows, inputs, name="out"):
         except np.exceptions.TooHardError:
             overlap = True
         if overlap:
-            raise ValueError(f"{name} overlaps {input_name} partially; pass {name}={input_name} "
-                             f"to compute in place, or a separate array")
+            raise ValueError(f"{name} overlaps {input_name}; pass a separate array ({name} may "
+                             f"be an input of its own shape exactly, to compute in place)")
 
 
 class RowsOut:
@@ -183,7 +185,7 @@ class RowsOut:
     from a temporary only when ``out`` could not be written directly.
     """
 
-    def __init__(self, layout, out, inputs, name="out"):
+    def __init__(self, layout, out, inputs, name="out", in_place=None):
         self.layout, self.out = layout, out
         self._direct = False
         if out is None:
@@ -197,7 +199,8 @@ class RowsOut:
         if rows is None:
             self.rows = np.empty((layout.n_rows, layout.n_classes), layout.dtype)
         else:
-            check_no_partial_overlap(rows, inputs, name)
+            check_no_partial_overlap(rows, inputs, name,
+                                     tuple(inputs) if in_place is None else in_place)
             self.rows, self._direct = rows, True
 
     def result(self):
