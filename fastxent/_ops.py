@@ -43,7 +43,7 @@ def _row_values(arr, layout, name, keepdims_ok=True):
         if not (keepdims_ok and arr.shape == _reduced_shape(layout, True)):
             raise ValueError(f"{name} must have shape {layout.batch_shape} (x's shape without "
                              f"axis {layout.axis}); got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=layout.dtype).reshape(layout.n_rows)
+    return v.contiguous(arr, layout.dtype).reshape(layout.n_rows)
 
 
 def logsumexp(x, axis=-1, *, keepdims=False, out=None, n_threads=None):
@@ -94,7 +94,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, n_threads=None):
                 direct = out.reshape(layout.n_rows, copy=False)
             except ValueError:
                 direct = None
-            if direct is not None and layout.n_rows > 1 and direct.strides[0] != out.itemsize:
+            if direct is not None and (not direct.flags.aligned or (
+                    layout.n_rows > 1 and direct.strides[0] != out.itemsize)):
                 direct = None
         v.check_no_partial_overlap(out, {"x": rows})
     values = direct if direct is not None else np.empty(layout.n_rows, layout.dtype)
@@ -337,7 +338,7 @@ class _Target:
             if labels.dtype == np.uint64 and labels.size and labels.max() >= 1 << 63:
                 bad = int(np.argmax(labels >= 1 << 63))
                 self._raise_bad_label(t, bad, layout)
-            self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+            self.labels = v.contiguous(labels, np.int64)
             bad, self.total_weight = kernels.check_labels(
                 self.labels, layout.n_classes, self.ignore_index, weight)
             if bad >= 0:
@@ -389,7 +390,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
             except ValueError:
                 raise ValueError(f"grad_output must have the loss's shape {layout.batch_shape}"
                                  f"; got {g.shape}") from None
-            row_scale = np.ascontiguousarray(g, dtype=np.float64).reshape(layout.n_rows)
+            row_scale = v.contiguous(g, np.float64).reshape(layout.n_rows)
         else:
             g = 1.0 if grad_output is None else grad_output
             g = v.as_array(g, "grad_output", min_ndim=0)

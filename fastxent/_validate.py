@@ -104,7 +104,7 @@ class Layout:
 
     def rows(self, arr):
         """``arr`` (of ``self.shape``) as contiguous rows of ``self.dtype``: at most one copy."""
-        if (arr.ndim == 2 and self.last and arr.dtype == self.dtype
+        if (arr.ndim == 2 and self.last and arr.dtype == self.dtype and arr.flags.aligned
                 and arr.strides[1] == arr.itemsize and arr.strides[0] % arr.itemsize == 0):
             return arr                  # the common case, without the general path's overhead
         moved = arr if self.last else np.moveaxis(arr, self.axis, -1)
@@ -133,14 +133,20 @@ def _as_rows(moved, n_rows, n_classes, copy_ok):
     except ValueError:
         if not copy_ok:
             return None
-        return np.ascontiguousarray(moved).reshape(n_rows, n_classes)
-    # The kernels read each row as a contiguous vector (even of length 1) and count row
-    # strides in elements.
-    if rows.strides[1] != rows.itemsize or rows.strides[0] % rows.itemsize:
+        return np.require(moved, requirements=["C", "A"]).reshape(n_rows, n_classes)
+    # The kernels read each row as a contiguous vector (even of length 1), count row strides
+    # in elements, and dereference element pointers (an unaligned one is undefined in C).
+    if (rows.strides[1] != rows.itemsize or rows.strides[0] % rows.itemsize
+            or not rows.flags.aligned):
         if not copy_ok:
             return None
-        rows = np.ascontiguousarray(rows)
+        rows = np.require(rows, requirements=["C", "A"])
     return rows
+
+
+def contiguous(arr, dtype):
+    """``arr`` as an aligned, C-contiguous array of ``dtype``, copied only if need be."""
+    return np.require(arr, dtype=dtype, requirements=["C", "A"])
 
 
 def check_out(out, shape, dtype, name="out"):
@@ -283,7 +289,7 @@ def check_weight(weight, n_classes):
     if w.shape != (n_classes,):
         raise ValueError(f"weight must be a 1-D array with one value per class "
                          f"(length {n_classes}); got shape {w.shape}")
-    return np.ascontiguousarray(w, dtype=np.float64)
+    return contiguous(w, np.float64)
 
 
 def check_ignore_index(ignore_index):
