@@ -157,7 +157,7 @@ def _refcounts(objects):
 def _measure(call, arrays, calls, windows=WINDOWS):
     """(traced byte growth of each window of ``calls`` calls, refcount changes, gc object
     growth) over ``windows`` windows."""
-    for _ in range(20):  # warm up: first-call caches, interned strings, import side effects
+    for _ in range(200):  # warm up: first-call caches, interned strings, import side effects
         call()
     gc.collect()
     watched = list(arrays) + [call]
@@ -192,6 +192,13 @@ def test_no_leak_small(name):
     assert objects < GC_SLACK, f"{name}: {objects} more objects tracked by gc"
 
 
+# AddressSanitizer keeps freed memory in a quarantine (256 MB by default) before reusing it, so
+# under it resident memory swings by hundreds of MB with no leak (tracemalloc still applies).
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+asan_skip = pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine makes RSS meaningless")
+
+
+@asan_skip
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_no_leak_rss_big_arrays(n_threads):
     """Arrays of 4 MB (float64 1000 x 500) on one and two threads: resident memory after
@@ -216,6 +223,7 @@ def test_no_leak_rss_big_arrays(n_threads):
     assert total < RSS_BOUND, f"RSS grew by {total / 2**20:.1f} MiB: {growth}"
 
 
+@asan_skip
 def test_no_leak_in_threads():
     """Calls from short-lived Python threads (fresh OpenMP state per thread): bounded RSS and
     no thread-held references."""
