@@ -816,10 +816,14 @@ def _xent_expectation(x, target, kw, kind, axis, grad_output):
         coef[np.arange(n), lab] = (1 - eps) * w[lab]
         coef += eps / c * w
         coef[~valid] = 0
+        coef_terms = np.abs(coef)
         denom = float(np.sum(w[lab][valid]))
     else:
         tr = rows_of(t, axis)
         coef = (tr * (1 - eps) + eps / c) * w
+        # c_j = w_j ((1 - eps) t_j + eps / C) cancels when t_j < 0; kernel and twin round it
+        # differently, so its error is relative to the terms, not to c_j
+        coef_terms = (np.abs(tr) * (1 - eps) + eps / c) * np.abs(w)
         valid = np.ones(n, bool)
         denom = float(n)
     with np.errstate(all="ignore"):
@@ -828,7 +832,7 @@ def _xent_expectation(x, target, kw, kind, axis, grad_output):
         fx = np.isfinite(xr)
         xf = np.where(fx, xr, 0.0)
         lf = np.where(np.isfinite(lse), lse, 0.0)
-        ca = np.abs(coef)
+        ca = coef_terms
         sum_ca = ca.sum(1, keepdims=True)
         a_ = np.sum(ca * np.abs(xf), 1, keepdims=True)
         b_ = sum_ca * np.abs(lf)
