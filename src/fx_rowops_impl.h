@@ -3,19 +3,57 @@
  * FX_EXP the exp for it and FX_EXP_LE0 its faster variant for arguments <= 0. No include guard: included once per element type.
  */
 
+/* Every pass runs over a row in chunks of FX_CHUNK elements, and the last, partial chunk runs
+   as a whole chunk whose lanes past the row's end are masked: `j + k < n ? x[j + k] : pad` for
+   loads and `if (j + k < n)` for stores, which GCC and Clang compile to masked loads and stores
+   on AVX2 and AVX-512 (plain scalar code on SSE2). A row of 100 classes used to spend as long on
+   its 4 leftover scalar elements, through a remainder loop, as on the 96 in vectors.
+
+   Reductions keep FX_CHUNK partial results, one per position in a chunk, and combine them in a
+   fixed tree at the end (fx_chunk_sum, FX_NAME(fx_chunk_max)): no horizontal reduction per
+   vector, and the order of the additions is the same on every ISA and every vector width, and
+   never depends on the number of threads or on where an array is allocated. (Peeling a head
+   up to a 64-byte boundary was tried; it made the last bits of the results depend on the
+   address of the array, and was rejected.) */
+
+/* The max of acc[0:FX_CHUNK], in a fixed tree; acc is overwritten. */
+static inline FX_T FX_NAME(fx_chunk_max)(FX_T *acc)
+{
+    for (int w = FX_CHUNK / 2; w > 0; w /= 2) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < w; ++k) {
+            acc[k] = acc[k + w] > acc[k] ? acc[k + w] : acc[k];
+        }
+    }
+    return acc[0];
+}
+
 /* max(x[0:n]) over the values that are not NaN, -inf for n == 0 (a NaN never compares
    greater). NaN reaches the results through the sums of exponentials instead. */
 static inline FX_T FX_NAME(fx_max)(const FX_T *x, ptrdiff_t n)
 {
-    FX_T m = -INFINITY;
-    FX_PRAGMA(omp simd reduction(max:m))
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        m = x[j] > m ? x[j] : m;
+    FX_T acc[FX_CHUNK];
+    ptrdiff_t j = 0;
+    for (int k = 0; k < FX_CHUNK; ++k) {
+        acc[k] = -INFINITY;
     }
-    return m;
+    for (; j + FX_CHUNK <= n; j += FX_CHUNK) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            acc[k] = x[j + k] > acc[k] ? x[j + k] : acc[k];
+        }
+    }
+    if (j < n) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            FX_T v = j + k < n ? x[j + k] : -INFINITY;
+            acc[k] = v > acc[k] ? v : acc[k];
+        }
+    }
+    return FX_NAME(fx_chunk_max)(acc);
 }
 
-/* Whether x[0:n] holds a NaN. */
+/* Whether x[0:n] holds a NaN (rarely called: only for rows whose max is infinite). */
 static inline int FX_NAME(fx_has_nan)(const FX_T *x, ptrdiff_t n)
 {
     int nan = 0;
@@ -26,51 +64,25 @@ static inline int FX_NAME(fx_has_nan)(const FX_T *x, ptrdiff_t n)
     return nan;
 }
 
-/* The exp loops run over whole chunks of FX_TAIL elements (a multiple of every vector width)
-   and finish with one more chunk in a small buffer padded with -inf, whose exp is 0: a row of
-   100 classes would otherwise spend as long on its 4 leftover scalar exps as on the 96 in
-   vectors. (Peeling a head up to a 64-byte boundary as well was tried: it made the order of
-   the sums, so the last bits of the results, depend on where an array happens to be
-   allocated. Results must not.) */
-#ifndef FX_TAIL
-#define FX_TAIL 16
-#endif
-
-/* out[0:len] = exp(x[0:len] - shift) (out may be NULL), returns their sum; len < FX_TAIL. */
-static inline double FX_NAME(fx_expstore_short)(const FX_T *x, FX_T *out, ptrdiff_t len,
-                                                FX_T shift)
-{
-    FX_T buf[FX_TAIL];
-    double s = 0.0;
-    if (len <= 0) {
-        return 0.0;
-    }
-    for (ptrdiff_t k = 0; k < FX_TAIL; ++k) {
-        buf[k] = k < len ? x[k] : -INFINITY;
-    }
-    FX_PRAGMA(omp simd reduction(+:s))
-    for (ptrdiff_t k = 0; k < FX_TAIL; ++k) {
-        buf[k] = FX_EXP_LE0(buf[k] - shift);
-        s += (double)buf[k];
-    }
-    if (out != NULL) {
-        for (ptrdiff_t k = 0; k < len; ++k) {
-            out[k] = buf[k];
-        }
-    }
-    return s;
-}
-
-/* sum(exp(x - shift)) in double, shift >= max(x). */
+/* sum(exp(x - shift)) in double, shift >= max(x). Padded lanes are -inf, whose exp is 0. */
 static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
 {
-    ptrdiff_t nv = n / FX_TAIL * FX_TAIL;
-    double s = 0.0;
-    FX_PRAGMA(omp simd reduction(+:s))
-    for (ptrdiff_t j = 0; j < nv; ++j) {
-        s += (double)FX_EXP_LE0(x[j] - shift);
+    double acc[FX_CHUNK] = {0};
+    ptrdiff_t j = 0;
+    for (; j + FX_CHUNK <= n; j += FX_CHUNK) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            acc[k] += (double)FX_EXP_LE0(x[j + k] - shift);
+        }
     }
-    return s + FX_NAME(fx_expstore_short)(x + nv, NULL, n - nv, shift);
+    if (j < n) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            FX_T v = j + k < n ? x[j + k] : -INFINITY;
+            acc[k] += (double)FX_EXP_LE0(v - shift);
+        }
+    }
+    return fx_chunk_sum(acc);
 }
 
 /* out = exp(x - shift), returns sum(out) in double; shift >= max(x). out may be x. Storing the
@@ -78,15 +90,28 @@ static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
    second time. */
 static inline double FX_NAME(fx_expstore)(const FX_T *x, FX_T *out, ptrdiff_t n, FX_T shift)
 {
-    ptrdiff_t nv = n / FX_TAIL * FX_TAIL;
-    double s = 0.0;
-    FX_PRAGMA(omp simd reduction(+:s))
-    for (ptrdiff_t j = 0; j < nv; ++j) {
-        FX_T e = FX_EXP_LE0(x[j] - shift);
-        out[j] = e;
-        s += (double)e;
+    double acc[FX_CHUNK] = {0};
+    ptrdiff_t j = 0;
+    for (; j + FX_CHUNK <= n; j += FX_CHUNK) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            FX_T e = FX_EXP_LE0(x[j + k] - shift);
+            out[j + k] = e;
+            acc[k] += (double)e;
+        }
     }
-    return s + FX_NAME(fx_expstore_short)(x + nv, out + nv, n - nv, shift);
+    if (j < n) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            FX_T v = j + k < n ? x[j + k] : -INFINITY;
+            FX_T e = FX_EXP_LE0(v - shift);
+            if (j + k < n) {
+                out[j + k] = e;
+            }
+            acc[k] += (double)e;
+        }
+    }
+    return fx_chunk_sum(acc);
 }
 
 /* Row max and sum(exp(x - max)) in one sweep over memory (the online normaliser of Milakov &
@@ -125,10 +150,7 @@ static inline void FX_NAME(fx_max_sumexp)(const FX_T *x, ptrdiff_t n, double *ma
 /* y *= a. */
 static inline void FX_NAME(fx_scale)(FX_T *y, ptrdiff_t n, FX_T a)
 {
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        y[j] *= a;
-    }
+    FX_ROW_LOOP(n, j, y[j] *= a);
 }
 
 /* out = x - c for a double c, out may be x. c is split into hi + lo of the row type, and
@@ -138,26 +160,17 @@ static inline void FX_NAME(fx_scale)(FX_T *y, ptrdiff_t n, FX_T a)
 static inline void FX_NAME(fx_sub)(const FX_T *x, FX_T *out, ptrdiff_t n, double c)
 {
     FX_T hi = (FX_T)c, lo = (FX_T)(c - (double)hi);
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        out[j] = (x[j] - hi) - lo;
-    }
+    FX_ROW_LOOP(n, j, out[j] = (x[j] - hi) - lo);
 }
 
 /* sum(a * w) in double, w a double vector (class weights), or sum(a) when w is NULL. */
 static inline double FX_NAME(fx_wsum)(const FX_T *a, const double *w, ptrdiff_t n)
 {
-    double s = 0.0;
+    double s;
     if (w == NULL) {
-        FX_PRAGMA(omp simd reduction(+:s))
-        for (ptrdiff_t j = 0; j < n; ++j) {
-            s += (double)a[j];
-        }
+        FX_ROW_SUM(n, j, (double)a[j], s);
     } else {
-        FX_PRAGMA(omp simd reduction(+:s))
-        for (ptrdiff_t j = 0; j < n; ++j) {
-            s += (double)a[j] * w[j];
-        }
+        FX_ROW_SUM(n, j, (double)a[j] * w[j], s);
     }
     return s;
 }
@@ -165,11 +178,8 @@ static inline double FX_NAME(fx_wsum)(const FX_T *a, const double *w, ptrdiff_t 
 /* sum(a * b) in double. */
 static inline double FX_NAME(fx_dot)(const FX_T *a, const FX_T *b, ptrdiff_t n)
 {
-    double s = 0.0;
-    FX_PRAGMA(omp simd reduction(+:s))
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        s += (double)a[j] * (double)b[j];
-    }
+    double s;
+    FX_ROW_SUM(n, j, (double)a[j] * (double)b[j], s);
     return s;
 }
 
@@ -177,29 +187,20 @@ static inline double FX_NAME(fx_dot)(const FX_T *a, const FX_T *b, ptrdiff_t n)
 static inline void FX_NAME(fx_mul_sub)(const FX_T *y, const FX_T *g, FX_T *out, ptrdiff_t n,
                                        double d)
 {
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        out[j] = (FX_T)((double)y[j] * ((double)g[j] - d));
-    }
+    FX_ROW_LOOP(n, j, out[j] = (FX_T)((double)y[j] * ((double)g[j] - d)));
 }
 
 /* out = g - exp(y) * s: the log-softmax vector-Jacobian product once s = sum(g) is known. */
 static inline void FX_NAME(fx_sub_expmul)(const FX_T *g, const FX_T *y, FX_T *out, ptrdiff_t n,
                                           FX_T s)
 {
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        out[j] = g[j] - FX_EXP(y[j]) * s;
-    }
+    FX_ROW_LOOP(n, j, out[j] = g[j] - FX_EXP(y[j]) * s);
 }
 
 /* out = a * exp(x - shift): the log-sum-exp vector-Jacobian product. */
 static inline void FX_NAME(fx_expmul)(const FX_T *x, FX_T *out, ptrdiff_t n, FX_T shift, FX_T a)
 {
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        out[j] = a * FX_EXP(x[j] - shift);
-    }
+    FX_ROW_LOOP(n, j, out[j] = a * FX_EXP(x[j] - shift));
 }
 
 /* g = alpha * g - beta * w (w NULL: - beta): turns stored exponentials into the gradient of a
@@ -208,15 +209,9 @@ static inline void FX_NAME(fx_axpw)(FX_T *g, const double *w, ptrdiff_t n, FX_T 
                                     FX_T beta)
 {
     if (w == NULL) {
-        FX_PRAGMA(omp simd)
-        for (ptrdiff_t j = 0; j < n; ++j) {
-            g[j] = alpha * g[j] - beta;
-        }
+        FX_ROW_LOOP(n, j, g[j] = alpha * g[j] - beta);
     } else {
-        FX_PRAGMA(omp simd)
-        for (ptrdiff_t j = 0; j < n; ++j) {
-            g[j] = alpha * g[j] - beta * (FX_T)w[j];
-        }
+        FX_ROW_LOOP(n, j, g[j] = alpha * g[j] - beta * (FX_T)w[j]);
     }
 }
 
@@ -226,30 +221,23 @@ static inline void FX_NAME(fx_coef_sums)(const FX_T *x, const FX_T *t, const dou
                                          ptrdiff_t n, double a, double b,
                                          double *sum_c, double *sum_cx)
 {
-    double sc = 0.0, scx = 0.0;
-    FX_PRAGMA(omp simd reduction(+:sc, scx))
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        double c = a * (double)t[j] + b;
-        if (w != NULL) {
-            c *= w[j];
-        }
-        sc += c;
-        scx += c * (double)x[j];
+    if (w == NULL) {
+        FX_ROW_SUM(n, j, a * (double)t[j] + b, *sum_c);
+        FX_ROW_SUM(n, j, (a * (double)t[j] + b) * (double)x[j], *sum_cx);
+    } else {
+        FX_ROW_SUM(n, j, (a * (double)t[j] + b) * w[j], *sum_c);
+        FX_ROW_SUM(n, j, (a * (double)t[j] + b) * w[j] * (double)x[j], *sum_cx);
     }
-    *sum_c = sc;
-    *sum_cx = scx;
 }
 
 /* g = alpha * g - r * c with c = w * (a * t + b), the probability-target gradient. */
 static inline void FX_NAME(fx_axpc)(FX_T *g, const FX_T *t, const double *w, ptrdiff_t n,
                                     FX_T alpha, double r, double a, double b)
 {
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t j = 0; j < n; ++j) {
-        double c = a * (double)t[j] + b;
-        if (w != NULL) {
-            c *= w[j];
-        }
-        g[j] = (FX_T)((double)(alpha * g[j]) - r * c);
+    if (w == NULL) {
+        FX_ROW_LOOP(n, j, g[j] = (FX_T)((double)(alpha * g[j]) - r * (a * (double)t[j] + b)));
+    } else {
+        FX_ROW_LOOP(n, j, g[j] = (FX_T)((double)(alpha * g[j])
+                                        - r * ((a * (double)t[j] + b) * w[j])));
     }
 }
