@@ -79,21 +79,6 @@ cdef inline double row_logsumexp(const floating *x, Py_ssize_t n) noexcept nogil
     return m + log(s)
 
 
-cdef inline void row_softmax(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
-    """exp(x - max) / sum: max, exp stored with the sum, rescale (3 sweeps, exp once)."""
-    cdef floating m = row_max(x, n)
-    cdef double s = expstore(x, out, n, m)
-    scale(out, n, <floating>(1.0 / s))
-
-
-cdef inline void row_log_softmax(const floating *x, floating *out,
-                                 Py_ssize_t n) noexcept nogil:
-    """x - logsumexp(x), with the shift by the max (so an infinite max gives NaN, as PyTorch)."""
-    cdef double m, s
-    max_sumexp(x, n, &m, &s)
-    sub(x, out, n, m + log(s))
-
-
 cdef inline void row_logsumexp_backward(floating g, const floating *x, double lse,
                                         floating *out, Py_ssize_t n) noexcept nogil:
     """g * exp(x - lse) = g * softmax(x); zero for a row of all -inf (lse = -inf)."""
@@ -113,29 +98,6 @@ cdef inline double xent_coefs(Py_ssize_t label, const double *weight, Py_ssize_t
     b[0] = smoothing / n
     sum_c[0] = a + b[0] * weight_total
     return a
-
-
-cdef inline double row_xent_index(
-    const floating *x, floating *grad, Py_ssize_t n, Py_ssize_t label, const double *weight,
-    double smoothing, double weight_total, double r,
-) noexcept nogil:
-    """Cross-entropy of one row against a class index, and its gradient (times r) when
-    ``grad``: sum(c) lse - sum(c x) and sum(c) softmax - c, with c from ``xent_coefs``."""
-    cdef double m, s, lse, b, sum_c
-    cdef double a = xent_coefs(label, weight, n, smoothing, weight_total, &b, &sum_c)
-    # Everything read from x is read before the gradient (which may be x itself) is written.
-    cdef double cx = a * x[label]
-    if b != 0.0:
-        cx += b * wsum(x, weight, n)
-    if grad == NULL:
-        max_sumexp(x, n, &m, &s)
-    else:
-        m = row_max(x, n)
-        s = expstore(x, grad, n, <floating>m)
-        axpw(grad, weight, n, <floating>(r * sum_c / s), <floating>(r * b))
-        grad[label] -= <floating>(r * a)
-    lse = m + log(s)
-    return sum_c * lse - cx
 
 
 cdef inline double row_xent_prob(
@@ -264,7 +226,7 @@ cdef void block_xent_index(
     double *loss, floating *grad, Py_ssize_t ld_grad, const int32_t *flat,
     const double *row_scale, double scale,
 ) noexcept nogil:
-    """``row_xent_index`` for a block of rows (ignored rows: zero loss and gradient)."""
+    """``group_xent_index`` for a block of rows (ignored rows: zero loss and gradient)."""
     cdef floating bt[FX_BLOCK_ELEMS]
     cdef floating m[FX_LANES]
     cdef floating alpha[FX_LANES]
@@ -308,6 +270,142 @@ cdef void block_xent_index(
     blk_store(bt, nr, nc, grad, ld_grad, flat)
 
 
+# ------------------------------------------------------------------------- groups of rows
+# A row of a few hundred classes is short enough that its latency, not its work, sets its
+# time: max -> exponentials and their sum -> log or division -> rescale is one chain of
+# dependent steps, and one scalar log (a libm call) per row cost a row of 100 classes a third
+# of its time. So the row drivers take rows a group at a time: first the passes that produce
+# each row's max and sum, row after row (independent chains that the processor overlaps); then
+# the logs and divisions of the whole group as one vector operation (``fx_blk_log``); then the
+# passes that need them, which find the group's rows still in cache.
+
+cdef enum:
+    GROUP_ROWS = 16         # rows per group at most
+    GROUP_ELEMS = 16384     # elements of a group at most (64 KiB of float: L2 holds them)
+
+
+cdef inline Py_ssize_t group_rows(Py_ssize_t n) noexcept nogil:
+    """Rows per group for rows of ``n`` classes: long rows one at a time (their passes
+    dwarf the per-row steps, and a group of them would fall out of cache between passes)."""
+    if n * GROUP_ROWS <= GROUP_ELEMS:
+        return GROUP_ROWS
+    return max(1, GROUP_ELEMS // n)
+
+
+cdef inline double lse_of(double m, double log_s, const floating *x,
+                          Py_ssize_t n) noexcept nogil:
+    """A row's log-sum-exp from its max and the log of its shifted sum (``max_sumexp``):
+    -inf for an empty or all -inf row (NaN if a NaN hid: log(NaN)), +inf for a row holding
+    +inf unless it also holds a NaN."""
+    if m == INFINITY:
+        return NAN if has_nan(x, n) else INFINITY
+    return m + log_s
+
+
+cdef void group_logsumexp(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                          floating *out) noexcept nogil:
+    cdef double m[GROUP_ROWS]
+    cdef double s[GROUP_ROWS]
+    cdef Py_ssize_t r
+    for r in range(nr):
+        max_sumexp(x + r * ld, n, &m[r], &s[r])
+    fx_blk_log(s, nr, s)
+    for r in range(nr):
+        out[r] = <floating>lse_of(m[r], s[r], x + r * ld, n)
+
+
+cdef void group_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                        floating *out, Py_ssize_t ld_out) noexcept nogil:
+    """exp(x - max) stored with its sum, then rescaled: 3 sweeps per row, exp once."""
+    cdef double s[GROUP_ROWS]
+    cdef floating inv[GROUP_ROWS]
+    cdef Py_ssize_t r
+    for r in range(nr):
+        s[r] = expstore(x + r * ld, out + r * ld_out, n, row_max(x + r * ld, n))
+    for r in range(nr):
+        inv[r] = <floating>(1.0 / s[r])
+    for r in range(nr):
+        scale(out + r * ld_out, n, inv[r])
+
+
+cdef void group_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                            floating *out, Py_ssize_t ld_out) noexcept nogil:
+    """x - logsumexp(x), with the shift by the max (an infinite max gives NaN, as PyTorch)."""
+    cdef double m[GROUP_ROWS]
+    cdef double s[GROUP_ROWS]
+    cdef Py_ssize_t r
+    for r in range(nr):
+        max_sumexp(x + r * ld, n, &m[r], &s[r])
+    fx_blk_log(s, nr, s)
+    for r in range(nr):
+        sub(x + r * ld, out + r * ld_out, n, m[r] + s[r])
+
+
+cdef void group_xent_index(
+    const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n, const int64_t *labels,
+    int64_t ignore_index, const double *weight, double smoothing, double weight_total,
+    double *loss, floating *grad, Py_ssize_t ld_grad, const double *row_scale, double scale,
+) noexcept nogil:
+    """Cross-entropy of rows against class indices, and its gradient (times the row's scale)
+    when ``grad``. With c = a onehot(label) + b w from ``xent_coefs``, a row's loss is
+    sum(c) lse - sum(c x) and its gradient sum(c) softmax - c. Ignored rows: zero loss and
+    gradient."""
+    cdef double m[GROUP_ROWS]
+    cdef double s[GROUP_ROWS]
+    cdef double log_s[GROUP_ROWS]
+    cdef double cx[GROUP_ROWS]
+    cdef floating alpha[GROUP_ROWS]
+    cdef floating beta[GROUP_ROWS]
+    cdef floating gamma[GROUP_ROWS]
+    cdef Py_ssize_t r
+    cdef int64_t y
+    cdef double a, b, sum_c, rs
+    cdef const floating *xr
+    # Pass 1: per row, the max, the sum of exponentials (stored as the gradient's start) and
+    # sum(c x). Everything read from x is read here, before the gradient (which may be x) is
+    # written.
+    for r in range(nr):
+        xr = x + r * ld
+        y = labels[r]
+        m[r] = 0.0
+        s[r] = 1.0
+        if y == ignore_index:
+            continue
+        a = xent_coefs(y, weight, n, smoothing, weight_total, &b, &sum_c)
+        cx[r] = a * xr[y]
+        if b != 0.0:
+            cx[r] += b * wsum(xr, weight, n)
+        if grad == NULL:
+            max_sumexp(xr, n, &m[r], &s[r])
+        else:
+            m[r] = row_max(xr, n)
+            s[r] = expstore(xr, grad + r * ld_grad, n, <floating>m[r])
+    # The group's logs in one vector operation; the losses and the gradient's coefficients.
+    fx_blk_log(s, nr, log_s)
+    for r in range(nr):
+        y = labels[r]
+        alpha[r] = beta[r] = gamma[r] = 0
+        if y == ignore_index:
+            loss[r] = 0.0
+            continue
+        a = xent_coefs(y, weight, n, smoothing, weight_total, &b, &sum_c)
+        loss[r] = sum_c * (m[r] + log_s[r]) - cx[r]
+        rs = scale if row_scale == NULL else row_scale[r]
+        alpha[r] = <floating>(rs * sum_c / s[r])
+        beta[r] = <floating>(rs * b)
+        gamma[r] = <floating>(rs * a)
+    if grad == NULL:
+        return
+    # Pass 2: the exponentials become the gradient.
+    for r in range(nr):
+        y = labels[r]
+        if y == ignore_index:
+            memset(grad + r * ld_grad, 0, n * sizeof(floating))
+        else:
+            axpw(grad + r * ld_grad, weight, n, alpha[r], beta[r])
+            grad[r * ld_grad + y] -= gamma[r]
+
+
 # ---------------------------------------------------------------------------------- drivers
 # Each takes validated arrays of one dtype and the number of threads to use.
 
@@ -323,8 +421,11 @@ def logsumexp_rows(const floating[:, :] x, floating[::1] out, int n_threads):
             r0 = i * nb
             block_logsumexp(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0])
         return
-    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        out[i] = <floating>row_logsumexp(&x[i, 0], n)
+    nb = group_rows(n)
+    for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                    nogil=True):
+        r0 = i * nb
+        group_logsumexp(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0])
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
@@ -340,8 +441,11 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
             block_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out,
                           flat_ptr)
         return
-    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        row_softmax(&x[i, 0], &out[i, 0], n)
+    nb = group_rows(n)
+    for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                    nogil=True):
+        r0 = i * nb
+        group_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out)
 
 
 def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
@@ -357,8 +461,11 @@ def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
             block_log_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out,
                               flat_ptr)
         return
-    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        row_log_softmax(&x[i, 0], &out[i, 0], n)
+    nb = group_rows(n)
+    for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                    nogil=True):
+        r0 = i * nb
+        group_log_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out)
 
 
 def softmax_backward_rows(const floating[:, :] grad_output, const floating[:, :] output,
@@ -429,7 +536,6 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
     cdef const double *rsc = NULL if row_scale is None else &row_scale[0]
     cdef double weight_total = n
     cdef bint with_grad = grad is not None
-    cdef floating *g
     if weight is not None:
         weight_total = 0.0
         for i in range(n):
@@ -449,15 +555,14 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
                              &grad[r0, 0] if with_grad else NULL, ld_grad, flat_ptr,
                              rsc + r0 if rsc != NULL else NULL, scale)
         return
-    for i in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        g = &grad[i, 0] if with_grad else NULL
-        if labels[i] == ignore_index:
-            loss_out[i] = 0.0
-            if with_grad:
-                memset(g, 0, n * sizeof(floating))
-            continue
-        loss_out[i] = row_xent_index(&x[i, 0], g, n, labels[i], w, smoothing, weight_total,
-                                     scale if rsc == NULL else rsc[i])
+    nb = group_rows(n)
+    for i in prange((n_rows + nb - 1) // nb, schedule='static', num_threads=n_threads,
+                    nogil=True):
+        r0 = i * nb
+        group_xent_index(&x[r0, 0], ld, min(nb, n_rows - r0), n, &labels[r0], ignore_index,
+                         w, smoothing, weight_total, &loss_out[r0],
+                         &grad[r0, 0] if with_grad else NULL, ld_grad,
+                         rsc + r0 if rsc != NULL else NULL, scale)
 
 
 def xent_prob_rows(const floating[:, :] x, const floating[:, :] target,

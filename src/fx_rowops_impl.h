@@ -16,16 +16,19 @@
    up to a 64-byte boundary was tried; it made the last bits of the results depend on the
    address of the array, and was rejected.) */
 
-/* The max of acc[0:FX_CHUNK], in a fixed tree; acc is overwritten. */
-static inline FX_T FX_NAME(fx_chunk_max)(FX_T *acc)
+/* The max of acc[0:FX_CHUNK], in a fixed tree of halves (as fx_chunk_sum). */
+FX_ALWAYS_INLINE FX_T FX_NAME(fx_chunk_max)(const FX_T *acc)
 {
-    for (int w = FX_CHUNK / 2; w > 0; w /= 2) {
-        FX_PRAGMA(omp simd)
-        for (int k = 0; k < w; ++k) {
-            acc[k] = acc[k + w] > acc[k] ? acc[k + w] : acc[k];
-        }
+    FX_T h8[8], h4[4], a, b;
+    for (int k = 0; k < 8; ++k) {
+        h8[k] = acc[k + 8] > acc[k] ? acc[k + 8] : acc[k];
     }
-    return acc[0];
+    for (int k = 0; k < 4; ++k) {
+        h4[k] = h8[k + 4] > h8[k] ? h8[k + 4] : h8[k];
+    }
+    a = h4[2] > h4[0] ? h4[2] : h4[0];
+    b = h4[3] > h4[1] ? h4[3] : h4[1];
+    return b > a ? b : a;
 }
 
 /* max(x[0:n]) over the values that are not NaN, -inf for n == 0 (a NaN never compares
@@ -68,8 +71,9 @@ static inline int FX_NAME(fx_has_nan)(const FX_T *x, ptrdiff_t n)
 static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
 {
     double acc[FX_CHUNK] = {0};
-    ptrdiff_t j = 0;
+    ptrdiff_t j = 0, ahead = FX_PREFETCH_AHEAD(n, FX_T);
     for (; j + FX_CHUNK <= n; j += FX_CHUNK) {
+        FX_PREFETCH_CHUNK(x + j + ahead);
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
             acc[k] += (double)FX_EXP_LE0(x[j + k] - shift);
@@ -91,8 +95,9 @@ static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
 static inline double FX_NAME(fx_expstore)(const FX_T *x, FX_T *out, ptrdiff_t n, FX_T shift)
 {
     double acc[FX_CHUNK] = {0};
-    ptrdiff_t j = 0;
+    ptrdiff_t j = 0, ahead = FX_PREFETCH_AHEAD(n, FX_T);
     for (; j + FX_CHUNK <= n; j += FX_CHUNK) {
+        FX_PREFETCH_CHUNK(x + j + ahead);
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
             FX_T e = FX_EXP_LE0(x[j + k] - shift);
@@ -150,7 +155,7 @@ static inline void FX_NAME(fx_max_sumexp)(const FX_T *x, ptrdiff_t n, double *ma
 /* y *= a. */
 static inline void FX_NAME(fx_scale)(FX_T *y, ptrdiff_t n, FX_T a)
 {
-    FX_ROW_LOOP(n, j, y[j] *= a);
+    FX_ROW_MAP(n, j, y, FX_IN(y, j) * a);
 }
 
 /* out = x - c for a double c, out may be x. c is split into hi + lo of the row type, and
@@ -160,7 +165,7 @@ static inline void FX_NAME(fx_scale)(FX_T *y, ptrdiff_t n, FX_T a)
 static inline void FX_NAME(fx_sub)(const FX_T *x, FX_T *out, ptrdiff_t n, double c)
 {
     FX_T hi = (FX_T)c, lo = (FX_T)(c - (double)hi);
-    FX_ROW_LOOP(n, j, out[j] = (x[j] - hi) - lo);
+    FX_ROW_MAP(n, j, out, (FX_IN(x, j) - hi) - lo);
 }
 
 /* sum(a * w) in double, w a double vector (class weights), or sum(a) when w is NULL. */
@@ -168,9 +173,9 @@ static inline double FX_NAME(fx_wsum)(const FX_T *a, const double *w, ptrdiff_t 
 {
     double s;
     if (w == NULL) {
-        FX_ROW_SUM(n, j, (double)a[j], s);
+        FX_ROW_SUM(n, j, (double)FX_IN(a, j), s);
     } else {
-        FX_ROW_SUM(n, j, (double)a[j] * w[j], s);
+        FX_ROW_SUM(n, j, (double)FX_IN(a, j) * FX_IN(w, j), s);
     }
     return s;
 }
@@ -179,7 +184,7 @@ static inline double FX_NAME(fx_wsum)(const FX_T *a, const double *w, ptrdiff_t 
 static inline double FX_NAME(fx_dot)(const FX_T *a, const FX_T *b, ptrdiff_t n)
 {
     double s;
-    FX_ROW_SUM(n, j, (double)a[j] * (double)b[j], s);
+    FX_ROW_SUM(n, j, (double)FX_IN(a, j) * (double)FX_IN(b, j), s);
     return s;
 }
 
@@ -187,20 +192,20 @@ static inline double FX_NAME(fx_dot)(const FX_T *a, const FX_T *b, ptrdiff_t n)
 static inline void FX_NAME(fx_mul_sub)(const FX_T *y, const FX_T *g, FX_T *out, ptrdiff_t n,
                                        double d)
 {
-    FX_ROW_LOOP(n, j, out[j] = (FX_T)((double)y[j] * ((double)g[j] - d)));
+    FX_ROW_MAP(n, j, out, (FX_T)((double)FX_IN(y, j) * ((double)FX_IN(g, j) - d)));
 }
 
 /* out = g - exp(y) * s: the log-softmax vector-Jacobian product once s = sum(g) is known. */
 static inline void FX_NAME(fx_sub_expmul)(const FX_T *g, const FX_T *y, FX_T *out, ptrdiff_t n,
                                           FX_T s)
 {
-    FX_ROW_LOOP(n, j, out[j] = g[j] - FX_EXP(y[j]) * s);
+    FX_ROW_MAP(n, j, out, FX_IN(g, j) - FX_EXP(FX_IN(y, j)) * s);
 }
 
 /* out = a * exp(x - shift): the log-sum-exp vector-Jacobian product. */
 static inline void FX_NAME(fx_expmul)(const FX_T *x, FX_T *out, ptrdiff_t n, FX_T shift, FX_T a)
 {
-    FX_ROW_LOOP(n, j, out[j] = a * FX_EXP(x[j] - shift));
+    FX_ROW_MAP(n, j, out, a * FX_EXP(FX_IN(x, j) - shift));
 }
 
 /* g = alpha * g - beta * w (w NULL: - beta): turns stored exponentials into the gradient of a
@@ -209,9 +214,9 @@ static inline void FX_NAME(fx_axpw)(FX_T *g, const double *w, ptrdiff_t n, FX_T 
                                     FX_T beta)
 {
     if (w == NULL) {
-        FX_ROW_LOOP(n, j, g[j] = alpha * g[j] - beta);
+        FX_ROW_MAP(n, j, g, alpha * FX_IN(g, j) - beta);
     } else {
-        FX_ROW_LOOP(n, j, g[j] = alpha * g[j] - beta * (FX_T)w[j]);
+        FX_ROW_MAP(n, j, g, alpha * FX_IN(g, j) - beta * (FX_T)FX_IN(w, j));
     }
 }
 
@@ -222,11 +227,12 @@ static inline void FX_NAME(fx_coef_sums)(const FX_T *x, const FX_T *t, const dou
                                          double *sum_c, double *sum_cx)
 {
     if (w == NULL) {
-        FX_ROW_SUM(n, j, a * (double)t[j] + b, *sum_c);
-        FX_ROW_SUM(n, j, (a * (double)t[j] + b) * (double)x[j], *sum_cx);
+        FX_ROW_SUM(n, j, a * (double)FX_IN(t, j) + b, *sum_c);
+        FX_ROW_SUM(n, j, (a * (double)FX_IN(t, j) + b) * (double)FX_IN(x, j), *sum_cx);
     } else {
-        FX_ROW_SUM(n, j, (a * (double)t[j] + b) * w[j], *sum_c);
-        FX_ROW_SUM(n, j, (a * (double)t[j] + b) * w[j] * (double)x[j], *sum_cx);
+        FX_ROW_SUM(n, j, (a * (double)FX_IN(t, j) + b) * FX_IN(w, j), *sum_c);
+        FX_ROW_SUM(n, j, (a * (double)FX_IN(t, j) + b) * FX_IN(w, j) * (double)FX_IN(x, j),
+                   *sum_cx);
     }
 }
 
@@ -235,9 +241,10 @@ static inline void FX_NAME(fx_axpc)(FX_T *g, const FX_T *t, const double *w, ptr
                                     FX_T alpha, double r, double a, double b)
 {
     if (w == NULL) {
-        FX_ROW_LOOP(n, j, g[j] = (FX_T)((double)(alpha * g[j]) - r * (a * (double)t[j] + b)));
+        FX_ROW_MAP(n, j, g, (FX_T)((double)(alpha * FX_IN(g, j))
+                                   - r * (a * (double)FX_IN(t, j) + b)));
     } else {
-        FX_ROW_LOOP(n, j, g[j] = (FX_T)((double)(alpha * g[j])
-                                        - r * ((a * (double)t[j] + b) * w[j])));
+        FX_ROW_MAP(n, j, g, (FX_T)((double)(alpha * FX_IN(g, j))
+                                   - r * ((a * (double)FX_IN(t, j) + b) * FX_IN(w, j))));
     }
 }
