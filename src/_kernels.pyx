@@ -121,15 +121,15 @@ cdef inline double row_xent_prob(
 
 
 # ------------------------------------------------------------------------- blocks of rows
-# Below a few hundred classes a row is too short for the row passes (a scalar remainder, a
-# horizontal reduction and a scalar log per row dominate). These kernels take a block of
+# Below a few dozen classes a row is too short for the row passes (a chunk of 16 mostly
+# padding, and the per-row max, sum and log dominate). These kernels take a block of
 # ``nr`` rows, transpose it into stack scratch (``nc`` x FX_LANES) and make every pass, the
 # log included, a vector operation across rows.
 
 # The largest class counts computed in blocks, for the kernels that only read a row and for
 # those that also write one (transposing the output back costs more); measured in
 # docs/performance.md.
-cdef Py_ssize_t block_max_classes_read = 112
+cdef Py_ssize_t block_max_classes_read = 48
 cdef Py_ssize_t block_max_classes_write = 31
 
 
