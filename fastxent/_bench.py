@@ -7,7 +7,8 @@
     formulas. ``python -m fastxent check`` runs the correctness part only.
 ``python -m fastxent bench [options]``
     Times fastxent against every importable peer (NumPy formulas always; SciPy, PyTorch and
-    JAX when installed) in one process; see ``python -m fastxent bench --help``.
+    JAX when installed), each thread count in a process pinned to that many CPUs; see
+    ``python -m fastxent bench --help``.
 
 Only NumPy is imported with :mod:`fastxent`; SciPy, PyTorch, JAX, threadpoolctl, tqdm and
 matplotlib are imported here, lazily, when the command needs them.
@@ -36,7 +37,9 @@ import fastxent
 
 BENCH_HELP = """\
 Times fastxent against NumPy's stable formulas, scipy.special, PyTorch (CPU) and JAX (jit),
-whichever import, in this one process.
+whichever import. Each thread count runs in a child process of its own, pinned to that many
+CPUs before any peer loads (XLA sizes its pool from the CPUs it may use); --same-process
+measures everything in this process instead.
 
 Method: for one (op, shape, dtype, threads) case every implementation, and the bound below,
 is warmed up (JAX's compilation is excluded), a loop count is calibrated so that one sample
@@ -1026,6 +1029,76 @@ class Progress:
 
 
 def run_bench(args):
+    """Measure every requested case: each thread count in a child process of its own.
+
+    A child for T threads first restricts itself to T CPUs (``sched_setaffinity``), then loads
+    the peers, so that every library -- XLA too, which sizes its pool from the affinity mask
+    when JAX starts and has no knob afterwards -- runs on T CPUs. Without affinity support
+    (or with ``--same-process``) everything runs here, and JAX may use every CPU.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``bench`` options (see :func:`build_parser`).
+
+    Returns
+    -------
+    results : list of Result
+    meta : dict
+        The build, peer versions, the machine's bandwidth and the other processes' share of
+        the CPUs (the largest any child saw).
+    """
+    if args.same_process or not hasattr(os, "sched_setaffinity"):
+        return run_bench_here(args)
+    results, metas = [], []
+    for threads in args.threads:
+        results_t, meta_t = _run_child(args, threads)
+        results += results_t
+        metas.append(meta_t)
+    meta = dict(metas[-1])  # the largest thread count measured 1- and 2-thread bandwidth
+    meta["other_cpu_share"] = max(m.get("other_cpu_share", math.nan) for m in metas)
+    meta["pinned"] = True
+    order = {t: i for i, t in enumerate(args.threads)}
+    results.sort(key=lambda r: order[r.threads])
+    return results, meta
+
+
+def _run_child(args, threads):
+    """Run ``bench`` for one thread count in a child pinned to that many CPUs."""
+    import subprocess
+    import tempfile
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads > len(cpus):
+        print(f"# {threads} threads asked, {len(cpus)} CPUs available: not pinned",
+              file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "results.json")
+        argv = [sys.executable, "-m", "fastxent", "bench",
+                "--ops", ",".join(args.ops),
+                "--shapes", ",".join(f"{n}x{c}" for n, c in args.shapes),
+                "--dtypes", ",".join(args.dtypes), "--threads", str(threads),
+                "--peers", ",".join(args.peers) or "none", "--repeat", str(args.repeat),
+                "--min-time", str(args.min_time), "--child-json", path]
+        argv += [] if args.out else ["--no-out"]
+        argv += [] if args.check else ["--no-check"]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        with open(path) as fh:
+            payload = json.load(fh)
+    fields = {f.name for f in dataclasses.fields(Result)}
+    results = [Result(**{k: v for k, v in r.items() if k in fields})
+               for r in payload["results"]]
+    return results, payload["meta"]
+
+
+def pin_to_cpus(n):
+    """Restrict this process to its first ``n`` allowed CPUs (before any pool starts)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if n < len(cpus):
+        os.sched_setaffinity(0, cpus[:n])
+
+
+def run_bench_here(args):
     """Measure every requested (shape, dtype, op, threads) case in this process.
 
     Parameters
@@ -1135,7 +1208,8 @@ def header_lines(meta, args):
         f"on 2; read (x.max()): {bw.get('read1', math.nan):.1f} / "
         f"{bw.get('read2', math.nan):.1f} GB/s",
         f"# median of {args.repeat} interleaved samples of >= {args.min_time} s after warm-up; "
-        "ms per call; all in one process",
+        "ms per call; " + ("each thread count T in its own process, pinned to T CPUs"
+                           if meta.get("pinned") else "all in one process"),
         "# fastxent: allocates its result like the peers (speed-up uses it); 'fastxent out=': "
         "a pre-allocated, pre-touched out= (the bound's condition; %bound uses it where it exists)",
         "# GB/s: N x C arrays read + written / fastxent's time with out= (plain where it has no "
@@ -1144,8 +1218,10 @@ def header_lines(meta, args):
         "faster of 1 thread and the pass split in two halves over 2 Python threads (NumPy "
         "drops the GIL; the hand-off costs microseconds, so small arrays take the 1-thread time)",
         "# threads: fastxent n_threads=T, torch.set_num_threads(T), threadpoolctl limits; NumPy "
-        "and SciPy run these ops on 1 thread; JAX/XLA fixes its pool at import and cannot be "
-        "limited afterwards, so its T=1 rows may use every CPU",
+        "and SciPy run these ops on 1 thread; "
+        + ("JAX/XLA sizes its pool from the T CPUs it may run on" if meta.get("pinned") else
+           "JAX/XLA fixes its pool at import and cannot be limited afterwards, so its T=1 rows "
+           "may use every CPU"),
     ]
 
 
@@ -1284,6 +1360,11 @@ def write_json(results, meta, args, path):
 
 def bench_command(args):
     """``python -m fastxent bench``."""
+    if args.child_json:  # one thread count for a parent run_bench: measure, save, done
+        pin_to_cpus(max(args.threads))
+        results, meta = run_bench_here(args)
+        write_json(results, meta, args, args.child_json)
+        return 0
     results, meta = run_bench(args)
     print(format_report(results, meta, args))
     if args.json:
@@ -1335,7 +1416,7 @@ def _finish_bench_args(parser, args):
                                                              else DEFAULT_SHAPES])]
     args.dtypes = _items(args.dtypes or ["float32" if quick else "float32,float64"])
     args.threads = [int(t) for t in _items(args.threads or ["1,2"])]
-    args.peers = _items(args.peers or ["numpy,scipy,torch,jax"])
+    args.peers = [p for p in _items(args.peers or ["numpy,scipy,torch,jax"]) if p != "none"]
     args.repeat = args.repeat or (3 if quick else 5)
     args.min_time = args.min_time if args.min_time is not None else (0.02 if quick else 0.05)
     for bad, allowed, what in ((set(args.ops) - set(OPS), OPS, "--ops"),
@@ -1388,6 +1469,10 @@ def build_parser():
                        help="do not check results against fastxent._reference")
     bench.add_argument("--plot", metavar="FILE.png", help="draw the speed-ups (matplotlib)")
     bench.add_argument("--json", metavar="FILE", help="save every number as JSON")
+    bench.add_argument("--same-process", action="store_true",
+                       help="measure every thread count in this process (JAX then uses "
+                            "every CPU whatever the thread count)")
+    bench.add_argument("--child-json", help=argparse.SUPPRESS)
     bench.set_defaults(func=bench_command)
     return parser
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import fastxent
 from fastxent import _bench
@@ -42,9 +43,21 @@ def test_bench_tiny_run_prints_a_table(tmp_path):
     assert "== softmax" in proc.stdout
     rows = [line for line in proc.stdout.splitlines() if line.startswith("64x10")]
     assert len(rows) == 2, proc.stdout  # one per thread count
-    results = json.loads(path.read_text())["results"]
+    payload = json.loads(path.read_text())
+    results = payload["results"]
     assert {r["threads"] for r in results} == {1, 2}
     assert all(np.isfinite(r["times"]["fastxent"]) for r in results)
+    # each thread count ran in a child pinned to that many CPUs (where Linux allows it)
+    assert payload["meta"].get("pinned", False) == hasattr(os, "sched_setaffinity")
+
+
+def test_bench_pins_a_child_to_its_thread_count():
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs CPU affinity and 2 CPUs")
+    code = ("import os; from fastxent import _bench; _bench.pin_to_cpus(1); "
+            "print(len(os.sched_getaffinity(0)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "1", proc.stderr
 
 
 def test_bench_rejects_an_unknown_op():
