@@ -39,11 +39,18 @@
     ((n) * (ptrdiff_t)sizeof(T) > FX_PREFETCH_MIN_BYTES ? (n) : FX_PREFETCH_MIN_BYTES / (ptrdiff_t)sizeof(T))
 #if defined(FX_NO_PREFETCH) || !(defined(__GNUC__) || defined(__clang__))
 #define FX_PREFETCH_CHUNK(p) ((void)0)
+#define FX_PREFETCH_CHUNK_W(p) ((void)0)
 #else
 #define FX_PREFETCH_CHUNK(p)                                                      \
     do {                                                                          \
         for (size_t b_ = 0; b_ < FX_CHUNK * sizeof(*(p)); b_ += 64) {             \
             __builtin_prefetch((const char *)(p) + b_);                           \
+        }                                                                         \
+    } while (0)
+#define FX_PREFETCH_CHUNK_W(p)                                                    \
+    do {                                                                          \
+        for (size_t b_ = 0; b_ < FX_CHUNK * sizeof(*(p)); b_ += 64) {             \
+            __builtin_prefetch((const char *)(p) + b_, 1);                        \
         }                                                                         \
     } while (0)
 #endif
@@ -76,7 +83,9 @@ FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
 /* Most row passes (fx_rowops_impl.h) share one shape, written once here: the body over whole
    chunks, then over the last, partial chunk.
 
-   FX_ROW_MAP(n, j, out, VALUE) sets out[j] = VALUE for every j in [0, n);
+   FX_ROW_MAP(n, j, out, VALUE, AHEAD) sets out[j] = VALUE for every j in [0, n); with AHEAD
+   nonzero it also prefetches out[j + AHEAD] for writing (a pass that is the first to write a
+   row: its stores would otherwise each wait for the line to come from memory);
    FX_ROW_SUM(n, j, TERM, result) sets result to the sum of TERM over j in [0, n), in double.
    VALUE and TERM read their inputs through FX_IN(p, j).
 
@@ -95,10 +104,13 @@ FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
    after the call, showed it). */
 #define FX_IN(p, j) (fx_live_ ? (p)[j] : 1)
 
-#define FX_ROW_MAP(n, j, out, VALUE)                                              \
+#define FX_ROW_MAP(n, j, out, VALUE, AHEAD)                                       \
     do {                                                                          \
         ptrdiff_t j0_ = 0;                                                        \
         for (; j0_ + FX_CHUNK <= (n); j0_ += FX_CHUNK) {                          \
+            if (AHEAD) {                                                          \
+                FX_PREFETCH_CHUNK_W((out) + j0_ + (AHEAD));                       \
+            }                                                                     \
             FX_PRAGMA(omp simd)                                                   \
             for (int k_ = 0; k_ < FX_CHUNK; ++k_) {                               \
                 const ptrdiff_t j = j0_ + k_;                                     \

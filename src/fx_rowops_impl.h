@@ -98,6 +98,7 @@ static inline double FX_NAME(fx_expstore)(const FX_T *x, FX_T *out, ptrdiff_t n,
     ptrdiff_t j = 0, ahead = FX_PREFETCH_AHEAD(n, FX_T);
     for (; j + FX_CHUNK <= n; j += FX_CHUNK) {
         FX_PREFETCH_CHUNK(x + j + ahead);
+        FX_PREFETCH_CHUNK_W(out + j + ahead);
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
             FX_T e = FX_EXP_LE0(x[j + k] - shift);
@@ -155,7 +156,7 @@ static inline void FX_NAME(fx_max_sumexp)(const FX_T *x, ptrdiff_t n, double *ma
 /* y *= a. */
 static inline void FX_NAME(fx_scale)(FX_T *y, ptrdiff_t n, FX_T a)
 {
-    FX_ROW_MAP(n, j, y, FX_IN(y, j) * a);
+    FX_ROW_MAP(n, j, y, FX_IN(y, j) * a, 0);
 }
 
 /* out = x - c for a double c, out may be x. c is split into hi + lo of the row type, and
@@ -165,7 +166,7 @@ static inline void FX_NAME(fx_scale)(FX_T *y, ptrdiff_t n, FX_T a)
 static inline void FX_NAME(fx_sub)(const FX_T *x, FX_T *out, ptrdiff_t n, double c)
 {
     FX_T hi = (FX_T)c, lo = (FX_T)(c - (double)hi);
-    FX_ROW_MAP(n, j, out, (FX_IN(x, j) - hi) - lo);
+    FX_ROW_MAP(n, j, out, (FX_IN(x, j) - hi) - lo, FX_PREFETCH_AHEAD(n, FX_T));
 }
 
 /* sum(a * w) in double, w a double vector (class weights), or sum(a) when w is NULL. */
@@ -192,20 +193,23 @@ static inline double FX_NAME(fx_dot)(const FX_T *a, const FX_T *b, ptrdiff_t n)
 static inline void FX_NAME(fx_mul_sub)(const FX_T *y, const FX_T *g, FX_T *out, ptrdiff_t n,
                                        double d)
 {
-    FX_ROW_MAP(n, j, out, (FX_T)((double)FX_IN(y, j) * ((double)FX_IN(g, j) - d)));
+    FX_ROW_MAP(n, j, out, (FX_T)((double)FX_IN(y, j) * ((double)FX_IN(g, j) - d)),
+               FX_PREFETCH_AHEAD(n, FX_T));
 }
 
 /* out = g - exp(y) * s: the log-softmax vector-Jacobian product once s = sum(g) is known. */
 static inline void FX_NAME(fx_sub_expmul)(const FX_T *g, const FX_T *y, FX_T *out, ptrdiff_t n,
                                           FX_T s)
 {
-    FX_ROW_MAP(n, j, out, FX_IN(g, j) - FX_EXP(FX_IN(y, j)) * s);
+    FX_ROW_MAP(n, j, out, FX_IN(g, j) - FX_EXP(FX_IN(y, j)) * s,
+               FX_PREFETCH_AHEAD(n, FX_T));
 }
 
 /* out = a * exp(x - shift): the log-sum-exp vector-Jacobian product. */
 static inline void FX_NAME(fx_expmul)(const FX_T *x, FX_T *out, ptrdiff_t n, FX_T shift, FX_T a)
 {
-    FX_ROW_MAP(n, j, out, a * FX_EXP(FX_IN(x, j) - shift));
+    FX_ROW_MAP(n, j, out, a * FX_EXP(FX_IN(x, j) - shift),
+               FX_PREFETCH_AHEAD(n, FX_T));
 }
 
 /* g = alpha * g - beta * w (w NULL: - beta): turns stored exponentials into the gradient of a
@@ -214,9 +218,9 @@ static inline void FX_NAME(fx_axpw)(FX_T *g, const double *w, ptrdiff_t n, FX_T 
                                     FX_T beta)
 {
     if (w == NULL) {
-        FX_ROW_MAP(n, j, g, alpha * FX_IN(g, j) - beta);
+        FX_ROW_MAP(n, j, g, alpha * FX_IN(g, j) - beta, 0);
     } else {
-        FX_ROW_MAP(n, j, g, alpha * FX_IN(g, j) - beta * (FX_T)FX_IN(w, j));
+        FX_ROW_MAP(n, j, g, alpha * FX_IN(g, j) - beta * (FX_T)FX_IN(w, j), 0);
     }
 }
 
@@ -242,9 +246,9 @@ static inline void FX_NAME(fx_axpc)(FX_T *g, const FX_T *t, const double *w, ptr
 {
     if (w == NULL) {
         FX_ROW_MAP(n, j, g, (FX_T)((double)(alpha * FX_IN(g, j))
-                                   - r * (a * (double)FX_IN(t, j) + b)));
+                                   - r * (a * (double)FX_IN(t, j) + b)), 0);
     } else {
         FX_ROW_MAP(n, j, g, (FX_T)((double)(alpha * FX_IN(g, j))
-                                   - r * ((a * (double)FX_IN(t, j) + b) * FX_IN(w, j))));
+                                   - r * ((a * (double)FX_IN(t, j) + b) * FX_IN(w, j))), 0);
     }
 }
