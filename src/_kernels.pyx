@@ -32,7 +32,7 @@ from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
 from _rowops cimport (
-    floating, row_max, has_nan, sumexp, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
+    floating, row_max, has_nan, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc,
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, fx_blk_flat_index, blk_load_max, blk_store, blk_sumexp,
     blk_wsum,
@@ -98,6 +98,23 @@ cdef inline double xent_coefs(Py_ssize_t label, const double *weight, Py_ssize_t
     b[0] = smoothing / n
     sum_c[0] = a + b[0] * weight_total
     return a
+
+
+cdef inline double xent_row_coefs(
+    int64_t label, const double *weight, Py_ssize_t n, double smoothing, double weight_total,
+    double lse, double s, double x_label, double wx, double rs,
+    floating *alpha, floating *beta, floating *gamma,
+) noexcept nogil:
+    """The loss of one row from its log-sum-exp ``lse``, its sum of shifted exponentials
+    ``s``, its logit at the label and ``wx`` = sum(w x) (read only with label smoothing); and
+    the coefficients that turn its stored exponentials e into its gradient times ``rs``:
+    alpha e - beta w - gamma onehot(label). A NaN ``lse`` makes the gradient NaN."""
+    cdef double b, sum_c
+    cdef double a = xent_coefs(label, weight, n, smoothing, weight_total, &b, &sum_c)
+    alpha[0] = <floating>(rs * sum_c / s if lse == lse else NAN)
+    beta[0] = <floating>(rs * b)
+    gamma[0] = <floating>(rs * a)
+    return sum_c * lse - a * x_label - (b * wx if b != 0.0 else 0.0)
 
 
 cdef inline double row_xent_prob(
@@ -238,7 +255,6 @@ cdef void block_xent_index(
     cdef double log_s[FX_LANES]
     cdef Py_ssize_t r, j
     cdef int64_t y
-    cdef double a, b, sum_c, lse, rs
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     if smoothing != 0.0:
         blk_wsum(bt, nr, nc, weight, wx)
@@ -250,13 +266,10 @@ cdef void block_xent_index(
         if y == ignore_index:
             loss[r] = 0.0
             continue
-        a = xent_coefs(y, weight, nc, smoothing, weight_total, &b, &sum_c)
-        lse = finite_lse(m[r], nan[r], log_s[r])
-        loss[r] = sum_c * lse - a * x[r * ld + y] - (b * wx[r] if b != 0.0 else 0.0)
-        rs = scale if row_scale == NULL else row_scale[r]
-        alpha[r] = <floating>(rs * sum_c / s[r] if lse == lse else NAN)
-        beta[r] = <floating>(rs * b)
-        at_label[r] = <floating>(rs * a)
+        loss[r] = xent_row_coefs(
+            y, weight, nc, smoothing, weight_total, finite_lse(m[r], nan[r], log_s[r]), s[r],
+            x[r * ld + y], wx[r] if smoothing != 0.0 else 0.0,
+            scale if row_scale == NULL else row_scale[r], &alpha[r], &beta[r], &at_label[r])
     if grad == NULL:
         return
     blk_axpw(bt, nr, nc, alpha, beta, weight)
@@ -353,28 +366,28 @@ cdef void group_xent_index(
     cdef double m[GROUP_ROWS]
     cdef double s[GROUP_ROWS]
     cdef double log_s[GROUP_ROWS]
-    cdef double cx[GROUP_ROWS]
+    cdef double x_label[GROUP_ROWS]
+    cdef double wx[GROUP_ROWS]
     cdef floating alpha[GROUP_ROWS]
     cdef floating beta[GROUP_ROWS]
     cdef floating gamma[GROUP_ROWS]
     cdef Py_ssize_t r
     cdef int64_t y
-    cdef double a, b, sum_c, rs
     cdef const floating *xr
-    # Pass 1: per row, the max, the sum of exponentials (stored as the gradient's start) and
-    # sum(c x). Everything read from x is read here, before the gradient (which may be x) is
-    # written.
+    # Pass 1: per row, the logit at the label, sum(w x) with smoothing, the max and the sum of
+    # exponentials (stored as the gradient's start). Everything read from x is read here,
+    # before the gradient (which may be x) is written.
     for r in range(nr):
         xr = x + r * ld
         y = labels[r]
         m[r] = 0.0
         s[r] = 1.0
+        wx[r] = 0.0
         if y == ignore_index:
             continue
-        a = xent_coefs(y, weight, n, smoothing, weight_total, &b, &sum_c)
-        cx[r] = a * xr[y]
-        if b != 0.0:
-            cx[r] += b * wsum(xr, weight, n)
+        x_label[r] = xr[y]
+        if smoothing != 0.0:
+            wx[r] = wsum(xr, weight, n)
         if grad == NULL:
             max_sumexp(xr, n, &m[r], &s[r])
         else:
@@ -388,12 +401,9 @@ cdef void group_xent_index(
         if y == ignore_index:
             loss[r] = 0.0
             continue
-        a = xent_coefs(y, weight, n, smoothing, weight_total, &b, &sum_c)
-        loss[r] = sum_c * (m[r] + log_s[r]) - cx[r]
-        rs = scale if row_scale == NULL else row_scale[r]
-        alpha[r] = <floating>(rs * sum_c / s[r])
-        beta[r] = <floating>(rs * b)
-        gamma[r] = <floating>(rs * a)
+        loss[r] = xent_row_coefs(
+            y, weight, n, smoothing, weight_total, m[r] + log_s[r], s[r], x_label[r], wx[r],
+            scale if row_scale == NULL else row_scale[r], &alpha[r], &beta[r], &gamma[r])
     if grad == NULL:
         return
     # Pass 2: the exponentials become the gradient.
