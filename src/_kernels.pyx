@@ -27,7 +27,7 @@ row. Rows whose label is ``ignore_index`` are not read and get exactly zero loss
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, NAN, isinf, log
+from libc.math cimport INFINITY, NAN, fabs, isfinite, isinf, log
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
@@ -516,10 +516,14 @@ def logsumexp_backward_rows(const floating[::1] grad_output, const floating[:, :
 def check_labels(const int64_t[::1] labels, Py_ssize_t n_classes, int64_t ignore_index,
                  const double[::1] weight):
     """First row whose label is neither in [0, n_classes) nor ignore_index (-1 if none), and
-    the total weight of the rows not ignored (their count without weights)."""
+    the total weight of the rows not ignored (their count without weights).
+
+    The total, the denominator of a weighted mean, is a compensated sum (Neumaier): a plain
+    running sum of N weights errs by up to N ulp, and that error reached every element of the
+    gradient (the fuzz suite found 16 ulp at N = 72)."""
     cdef Py_ssize_t i, bad = -1
     cdef int64_t y
-    cdef double total = 0.0
+    cdef double total = 0.0, carry = 0.0, v, t
     cdef bint weighted = weight is not None
     with nogil:
         for i in range(labels.shape[0]):
@@ -529,8 +533,15 @@ def check_labels(const int64_t[::1] labels, Py_ssize_t n_classes, int64_t ignore
             if y < 0 or y >= n_classes:
                 bad = i
                 break
-            total += weight[y] if weighted else 1.0
-    return bad, total
+            v = weight[y] if weighted else 1.0
+            t = total + v
+            if fabs(total) >= fabs(v):
+                carry += (total - t) + v
+            else:
+                carry += (v - t) + total
+            total = t
+    # An infinite or NaN weight (or an overflow) leaves the carry meaningless.
+    return bad, (total + carry) if isfinite(total) else total
 
 
 def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,

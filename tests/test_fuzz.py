@@ -1087,6 +1087,24 @@ def test_partial_overlap_raises(data):
 
 # ------------------------------------------------------------------------------- findings
 
+@pytest.mark.parametrize("n_rows", [72, 10_000])
+def test_regression_weighted_mean_denominator_is_accurate(n_rows):
+    """Found by the fuzz suite (under ASan, 2,000 examples): the total weight of a weighted
+    mean was a plain running sum, N ulp off at worst, and every gradient element inherited it
+    (16 ulp at N = 72). With every label 0 and logits 0 the gradient at the label is exactly
+    -(C - 1) / C / N whatever the weight; a compensated sum keeps it within a few ulp."""
+    c, w0 = 34, 0.63696169
+    weight = np.full(c, 0.5)
+    weight[0] = w0
+    x = np.zeros((n_rows, c))
+    labels = np.zeros(n_rows, dtype=np.int64)
+    _, grad = fastxent.cross_entropy_with_grad(x, labels, weight=weight)
+    exact = -(c - 1) / c / n_rows
+    assert np.max(np.abs(grad[:, 0] - exact)) <= 8 * np.spacing(abs(exact))
+    loss = fastxent.cross_entropy(x, labels, weight=weight)
+    assert abs(loss - math.log(c)) <= 8 * np.spacing(math.log(c))
+
+
 @pytest.mark.parametrize("shape,axis", [((2, 2), 0), ((5, 5), 0), ((2, 2, 2), 1),
                                         ((3, 3, 3), 0)])
 def test_regression_square_shapes_along_another_axis(shape, axis):
