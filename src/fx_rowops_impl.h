@@ -1,13 +1,17 @@
 /*
  * Template body of fx_rowops.h: FX_T is the element type, FX_NAME(op) the function name for it,
- * FX_EXP the exp for it and FX_EXP_LE0 its faster variant for arguments <= 0. No include guard: included once per element type.
+ * FX_EXP the exp for it and FX_EXP_LE0 its faster variant for arguments <= 0. No include
+ * guard: included once per element type.
  */
 
-/* Every pass runs over a row in chunks of FX_CHUNK elements, and the last, partial chunk runs
-   as a whole chunk whose lanes past the row's end are masked: `j + k < n ? x[j + k] : pad` for
-   loads and `if (j + k < n)` for stores, which GCC and Clang compile to masked loads and stores
-   on AVX2 and AVX-512 (plain scalar code on SSE2). A row of 100 classes used to spend as long on
-   its 4 leftover scalar elements, through a remainder loop, as on the 96 in vectors.
+/* Every pass runs over a row in chunks of FX_CHUNK elements. In the max and exp passes below
+   the last, partial chunk runs as a whole chunk whose lanes past the row's end are masked and
+   padded with -inf (`j + k < n ? x[j + k] : -INFINITY`, exp 0, no effect on a max), which GCC
+   and Clang compile to masked loads and blends on AVX2 and AVX-512 (scalar code on SSE2); the
+   padding survives because every lane is summed. The element-wise passes (FX_ROW_MAP,
+   FX_ROW_SUM in fx_rowops.h) overlap their last chunk instead, for the reason given there. A row
+   of 100 classes used to spend as long on its 4 leftover scalar elements, through a remainder
+   loop, as on the 96 in vectors.
 
    Reductions keep FX_CHUNK partial results, one per position in a chunk, and combine them in a
    fixed tree at the end (fx_chunk_sum, FX_NAME(fx_chunk_max)): no horizontal reduction per
