@@ -841,8 +841,13 @@ def _xent_expectation(x, target, kw, kind, axis, grad_output):
         row_bound = np.where(valid & np.isfinite(row_bound), row_bound, 0.0)
         # Range-limited rows: sums of finite terms out of double's range, or terms of the
         # gradient out of the compute dtype's.
+        # Also rows where some x_j - lse itself leaves double's range (|x_j| + |lse| >= 1e300):
+        # PyTorch and the twin form w_j (x_j - lse) term by term, and a zero weight times that
+        # overflowed difference is NaN; the kernels sum the coefficients first and get 0 (found
+        # by the slow profile: logits near DBL_MAX, zero weights, label smoothing).
+        big_term = np.max(np.abs(xf), axis=1, initial=0.0) + np.abs(lf)[:, 0]
         limited_loss = ~(np.maximum(np.maximum(a_, b_), d_)[:, 0] < 1e300) | \
-            ~np.all(np.isfinite(coef), axis=1)
+            ~np.all(np.isfinite(coef), axis=1) | ~(big_term < 1e300)
         reduction = kw["reduction"]
         if reduction == "none":
             r = np.ones((n, 1)) if grad_output is None else \
