@@ -5,14 +5,16 @@
 Design
 ------
 * Every array arrives as rows: a 2-D memoryview whose rows are contiguous with any row
-  stride (typed ``[:, :]``, since Cython's ``[:, ::1]`` demands a C-contiguous whole). ``fastxent/_validate.py`` brings any input to that form; nothing here checks
-  arguments (bounds checks and wraparound are off): the kernels trust their callers.
-* One ``cdef inline ... noexcept nogil`` function computes one row; the drivers (``def``
-  functions at the end) release the GIL and run it over the rows with ``prange``. Rows are
-  independent and each row is computed by one thread in a fixed order, so the result is
-  bitwise the same for any number of threads.
-* A row function is a few passes of the vector loops in ``fx_rowops.h`` (wrapped for the
-  fused type in ``_rowops.pxd``). Passes over a row after the first read it from cache, so
+  stride (typed ``[:, :]``, since Cython's ``[:, ::1]`` demands a C-contiguous whole).
+  ``fastxent/_validate.py`` brings any input to that form; nothing here checks arguments
+  (bounds checks and wraparound are off): the kernels trust their callers.
+* ``noexcept nogil`` functions compute a group of up to 16 rows (``group_*``, see
+  ``group_rows``) or a block of 64 short rows (``block_*``); the drivers (``def`` functions at
+  the end) release the GIL and run them over the rows with ``prange``. Rows are independent
+  and each row is computed by one thread in a fixed order, so the result is bitwise the same
+  for any number of threads.
+* A row's work is a few passes of the vector loops in ``fx_rowops.h`` (wrapped for the fused
+  type in ``_rowops.pxd``). Passes over a row after the first read it from cache, so
   "passes" below count cache sweeps; memory is read once and written once.
 * Short rows (few classes) take another route: a block of rows is transposed into scratch so
   that each vector lane holds one row (``fx_blockops.h``); see ``block_rows``.
