@@ -36,9 +36,8 @@ from libc.string cimport memset
 from _rowops cimport (
     floating, row_max, has_nan, expstore, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc,
-    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, fx_blk_flat_index, blk_load_max, blk_store, blk_sumexp,
-    blk_wsum,
-    blk_axpw, blk_sub,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, fx_blk_flat_index, blk_load_max,
+    blk_store, blk_sumexp, blk_wsum, blk_axpw, blk_sub,
 )
 
 cdef extern from "fx_platform.h" nogil:

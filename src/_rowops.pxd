@@ -16,8 +16,6 @@ cdef extern from "fx_rowops.h" nogil:
     double fx_max_d(const double *x, Py_ssize_t n)
     int fx_has_nan_f(const float *x, Py_ssize_t n)
     int fx_has_nan_d(const double *x, Py_ssize_t n)
-    double fx_sumexp_f(const float *x, Py_ssize_t n, float shift)
-    double fx_sumexp_d(const double *x, Py_ssize_t n, double shift)
     double fx_expstore_f(const float *x, float *out, Py_ssize_t n, float shift)
     double fx_expstore_d(const double *x, double *out, Py_ssize_t n, double shift)
     void fx_max_sumexp_f(const float *x, Py_ssize_t n, double *m, double *s)
@@ -60,13 +58,6 @@ cdef inline bint has_nan(const floating *x, Py_ssize_t n) noexcept nogil:
         return fx_has_nan_f(x, n)
     else:
         return fx_has_nan_d(x, n)
-
-
-cdef inline double sumexp(const floating *x, Py_ssize_t n, floating shift) noexcept nogil:
-    if floating is float:
-        return fx_sumexp_f(x, n, shift)
-    else:
-        return fx_sumexp_d(x, n, shift)
 
 
 cdef inline double expstore(const floating *x, floating *out, Py_ssize_t n,

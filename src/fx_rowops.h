@@ -29,14 +29,16 @@
 
 /* The exp passes run on a row (or a block of a long row) that the max pass has just brought
    into L1, so memory would sit idle while they compute. Each chunk therefore asks for the
-   chunk one sweep ahead, x + n: in a C-ordered array that is the same place in the next row
-   (or the next block), which the next max pass will read. A prefetch never faults, so past the
-   end of an array, or with other strides, it only costs its issue slot. */
+   chunk one sweep ahead, x + n (at least FX_PREFETCH_MIN_BYTES ahead): in a C-ordered array
+   that is the same place in the next row (or the next block), which the next max pass will
+   read; the output likewise, for writing. A prefetch never faults, so past the end of an
+   array, or with other strides, it only costs its issue slot. */
 #ifndef FX_PREFETCH_MIN_BYTES
 #define FX_PREFETCH_MIN_BYTES 1024
 #endif
-#define FX_PREFETCH_AHEAD(n, T) \
-    ((n) * (ptrdiff_t)sizeof(T) > FX_PREFETCH_MIN_BYTES ? (n) : FX_PREFETCH_MIN_BYTES / (ptrdiff_t)sizeof(T))
+#define FX_PREFETCH_AHEAD(n, T)                                                   \
+    ((n) * (ptrdiff_t)sizeof(T) > FX_PREFETCH_MIN_BYTES                           \
+         ? (n) : FX_PREFETCH_MIN_BYTES / (ptrdiff_t)sizeof(T))
 #if defined(FX_NO_PREFETCH) || !(defined(__GNUC__) || defined(__clang__))
 #define FX_PREFETCH_CHUNK(p) ((void)0)
 #define FX_PREFETCH_CHUNK_W(p) ((void)0)
@@ -93,8 +95,9 @@ FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
    that ends at n, overlapping the one before: every lane then loads real elements, and the
    lanes that overlap store back what they read (or, in sums, add 0). They may have read
    elements already rewritten in place; their results are discarded. (A store masked to the new
-   lanes instead let GCC mask the loads as well, bringing back the garbage below.) A row shorter than a chunk
-   uses masked lanes instead, FX_IN(p, j) giving 1 past n.
+   lanes instead let GCC mask the loads as well, bringing back the garbage below.) A row
+   shorter than a chunk uses masked lanes, FX_IN(p, j) giving 1 past n (which keeps the scalar
+   SSE2 code from reading past the row).
 
    Why not masked lanes everywhere: a masked load leaves whatever a register held before in its
    masked-off lanes -- GCC 12 merges into a stale register and drops any select that would pad
