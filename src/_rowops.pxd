@@ -18,6 +18,8 @@ cdef extern from "fx_rowops.h" nogil:
     int fx_has_nan_d(const double *x, Py_ssize_t n)
     double fx_expstore_f(const float *x, float *out, Py_ssize_t n, float shift)
     double fx_expstore_d(const double *x, double *out, Py_ssize_t n, double shift)
+    double fx_sumexp_below_f(const float *x, Py_ssize_t n, float m)
+    double fx_sumexp_below_d(const double *x, Py_ssize_t n, double m)
     void fx_max_sumexp_f(const float *x, Py_ssize_t n, double *m, double *s)
     void fx_max_sumexp_d(const double *x, Py_ssize_t n, double *m, double *s)
     void fx_scale_f(float *y, Py_ssize_t n, float a)
@@ -66,6 +68,13 @@ cdef inline double expstore(const floating *x, floating *out, Py_ssize_t n,
         return fx_expstore_f(x, out, n, shift)
     else:
         return fx_expstore_d(x, out, n, shift)
+
+
+cdef inline double sumexp_below(const floating *x, Py_ssize_t n, floating m) noexcept nogil:
+    if floating is float:
+        return fx_sumexp_below_f(x, n, m)
+    else:
+        return fx_sumexp_below_d(x, n, m)
 
 
 cdef inline void max_sumexp(const floating *x, Py_ssize_t n, double *m,

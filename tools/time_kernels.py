@@ -12,6 +12,11 @@ Usage::
     python tools/time_kernels.py --classes 10,100 --dtype float64 --rounds 9
     FASTXENT_ISA=avx2 python tools/time_kernels.py  # another build
 
+``--against DIR`` times a second build in the same process, interleaved with the current one:
+the kernel modules (``_kernels_*.so``) of another checkout's build, e.g. the previous commit's,
+built with ``python setup.py build_ext --build-lib DIR``. Each name then gets two columns, the
+ratio is other / current. On a shared machine this is the only comparison worth quoting.
+
 ``--denormal-flag`` also reports, per kernel, whether a call raised the x86 MXCSR
 denormal-operand flag (DE). It needs a C compiler: a three-line helper is built in a temporary
 directory. A DE flag on normal inputs means some lanes computed on subnormal garbage, which is
@@ -19,6 +24,7 @@ how the masked-tail trap of v6 was found.
 """
 import argparse
 import ctypes
+import importlib.util
 import os
 import subprocess
 import sys
@@ -27,6 +33,7 @@ import timeit
 
 import numpy as np
 
+from fastxent import _dispatch
 from fastxent._dispatch import kernel
 
 _MXCSR_C = """
@@ -36,17 +43,40 @@ void fx_set_csr(unsigned v) { _mm_setcsr(v); }
 """
 
 
-def kernel_calls(n_rows, n_classes, dtype, seed=0):
-    """``{name: zero-argument call}`` of the row drivers on standard-normal logits."""
+def load_other_build(directory):
+    """The kernel module of the build in ``directory`` for the ISA in use (searched
+    recursively for ``_kernels_<isa>*.so``), loaded beside fastxent's own."""
+    stem = f"_kernels_{_dispatch.ACTIVE}"
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if name.startswith(stem + ".") and name.endswith((".so", ".pyd")):
+                spec = importlib.util.spec_from_file_location(
+                    f"fastxent_other.{stem}", os.path.join(root, name))
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module
+    raise SystemExit(f"no {stem}*.so under {directory}")
+
+
+def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0):
+    """``{name: zero-argument call}`` of the row drivers on standard-normal logits; the
+    drivers of ``module`` (a kernel module) instead of the build in use when given."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_rows, n_classes)).astype(dtype)
     labels = rng.integers(0, n_classes, n_rows)
     out, loss, lse = np.empty_like(x), np.empty(n_rows), np.empty(n_rows, dtype)
-    xent = kernel("xent_index_rows", dtype)
+
+    def get(name):
+        if module is None:
+            return kernel(name, dtype)
+        return getattr(module, name).__signatures__["float" if dtype.char == "f" else "double"]
+
+    lse_rows, softmax_rows = get("logsumexp_rows"), get("softmax_rows")
+    log_softmax_rows, xent = get("log_softmax_rows"), get("xent_index_rows")
     return {
-        "logsumexp": lambda: kernel("logsumexp_rows", dtype)(x, lse, 1),
-        "softmax": lambda: kernel("softmax_rows", dtype)(x, out, 1),
-        "log_softmax": lambda: kernel("log_softmax_rows", dtype)(x, out, 1),
+        "logsumexp": lambda: lse_rows(x, lse, 1),
+        "softmax": lambda: softmax_rows(x, out, 1),
+        "log_softmax": lambda: log_softmax_rows(x, out, 1),
         "cross_entropy": lambda: xent(x, labels, None, -100, 0.0, loss, None, None, 1.0, 1),
         "ce_grad": lambda: xent(x, labels, None, -100, 0.0, loss, out, None, 1.0, 1),
     }
@@ -96,15 +126,27 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--number", type=int, default=10, help="calls per sample")
     parser.add_argument("--denormal-flag", action="store_true")
+    parser.add_argument("--against", metavar="DIR", help="another build to time alongside")
     args = parser.parse_args(argv)
     mxcsr = load_mxcsr() if args.denormal_flag else None
     if args.denormal_flag and mxcsr is None:
         print("# no C compiler: --denormal-flag skipped", file=sys.stderr)
+    other = load_other_build(args.against) if args.against else None
     for c in (int(v) for v in args.classes.split(",")):
-        calls = kernel_calls(max(1, args.elements // c), c, np.dtype(args.dtype))
-        times = best_times(calls, args.rounds, args.number)
-        line = " ".join(f"{name} {ms:.3f}" for name, ms in times.items())
-        print(f"C={c} {args.dtype} ms: {line}")
+        n_rows, dtype = max(1, args.elements // c), np.dtype(args.dtype)
+        calls = kernel_calls(n_rows, c, dtype)
+        if other is None:
+            times = best_times(calls, args.rounds, args.number)
+            line = " ".join(f"{name} {ms:.3f}" for name, ms in times.items())
+            print(f"C={c} {args.dtype} ms: {line}")
+        else:
+            both = dict(calls)
+            both.update({"other " + name: call
+                         for name, call in kernel_calls(n_rows, c, dtype, other).items()})
+            times = best_times(both, args.rounds, args.number)
+            line = " ".join(f"{name} {times[name]:.3f}/{times['other ' + name]:.3f}"
+                            f" ({times['other ' + name] / times[name]:.2f}x)" for name in calls)
+            print(f"C={c} {args.dtype} ms current/other (other/current): {line}")
         if mxcsr is not None:
             flagged = [name for name, call in calls.items() if raises_denormal_flag(call, mxcsr)]
             print(f"C={c} {args.dtype} denormal flag raised by: {', '.join(flagged) or 'none'}")
