@@ -40,6 +40,10 @@ from _rowops cimport (
     blk_store, blk_sumexp, blk_wsum, blk_axpw, blk_sub,
 )
 
+cdef extern from "fx_blockops.h" nogil:
+    int fx_use_gathers
+
+
 cdef extern from "fx_platform.h" nogil:
     int fx_openmp_enabled()
     int fx_omp_max_threads()
@@ -159,6 +163,17 @@ def set_block_max_classes(read, write):
     previous = block_max_classes_read, block_max_classes_write
     block_max_classes_read = max(0, min(<Py_ssize_t>read, <Py_ssize_t>FX_BLOCK_CLASSES))
     block_max_classes_write = max(0, min(<Py_ssize_t>write, <Py_ssize_t>FX_BLOCK_CLASSES))
+    return previous
+
+
+def set_gathers(on):
+    """Whether the block kernels transpose with the processor's gather instructions (where
+    this build has them: AVX2, AVX-512); returns the previous setting. ``fastxent._dispatch``
+    turns them off on processors whose gathers are slowed by the Gather Data Sampling
+    microcode; the tests check that both ways give the same bits."""
+    global fx_use_gathers
+    previous = bool(fx_use_gathers)
+    fx_use_gathers = 1 if on else 0
     return previous
 
 

@@ -1,5 +1,6 @@
 /*
- * Template body of fx_blockops.h (FX_T, FX_NAME, FX_EXP_LE0 as in fx_rowops_impl.h).
+ * Template body of fx_blockops.h (FX_T, FX_NAME, FX_EXP_LE0 as in fx_rowops_impl.h; FX_GATHER
+ * the gather for FX_T).
  *
  * A block is `nr` rows of `nc` columns held transposed: element (r, j) at bt[j * FX_LANES + r].
  * Every loop runs over the rows in its inner, vectorised dimension, so one vector lane works
@@ -8,18 +9,42 @@
  */
 
 /* bt = the rows x[r * ld + j] of a block, transposed; m[r] = the max of row r over its
-   values that are not NaN, nan[r] = whether it holds a NaN (one sweep for both). */
+   values that are not NaN, nan[r] = whether it holds a NaN. With gathers, a column of the
+   block at a time (whole vectors of rows; the rest of the rows below), then the max from L1. */
 static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff_t nr,
                                             ptrdiff_t nc, FX_T *bt, FX_T *m, int *nan)
 {
+    const int width = FX_GATHER_N(FX_T);
+    ptrdiff_t r0 = 0;
     FX_PRAGMA(omp simd)
     for (ptrdiff_t r = 0; r < nr; ++r) {
         m[r] = -INFINITY;
         nan[r] = 0;
     }
+    /* The offsets r * ld are 32-bit integers in a gather. */
+    if (width > 0 && fx_use_gathers && ld <= INT32_MAX / FX_LANES
+        && ld >= -(INT32_MAX / FX_LANES)) {
+        int32_t offset[FX_LANES];
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            offset[r] = (int32_t)(r * ld);
+        }
+        for (; r0 + width <= nr; r0 += width) {
+            for (ptrdiff_t j = 0; j < nc; ++j) {
+                FX_GATHER(x + j, offset + r0, bt + j * FX_LANES + r0);
+            }
+        }
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = 0; r < r0; ++r) {
+                FX_T v = bt[j * FX_LANES + r];
+                m[r] = v > m[r] ? v : m[r];
+                nan[r] |= v != v;
+            }
+        }
+    }
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < nr; ++r) {
+        for (ptrdiff_t r = r0; r < nr; ++r) {
             FX_T v = x[r * ld + j];
             bt[j * FX_LANES + r] = v;
             m[r] = v > m[r] ? v : m[r];
@@ -30,15 +55,22 @@ static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff
 
 /* y[r * ld + j] = the transposed block bt. With `flat` (y's rows contiguous: ld == nc), the
    block is one run of memory and y[k] = bt[flat[k]], flat[k] = (k % nc) * FX_LANES + k / nc:
-   a gather per vector of y instead of a scalar loop of nc per row (3x fewer instructions). */
+   a gather per vector of y where the build has gathers, else a scalar loop (3x fewer
+   instructions than one of nc per row even so). */
 static inline void FX_NAME(fx_blk_store)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc, FX_T *y,
                                          ptrdiff_t ld, const int32_t *flat)
 {
     if (flat != NULL) {
-        ptrdiff_t n = nr * nc;
+        const int width = FX_GATHER_N(FX_T);
+        ptrdiff_t n = nr * nc, k = 0;
+        if (width > 0 && fx_use_gathers) {
+            for (; k + width <= n; k += width) {
+                FX_GATHER(bt, flat + k, y + k);
+            }
+        }
         FX_PRAGMA(omp simd)
-        for (ptrdiff_t k = 0; k < n; ++k) {
-            y[k] = bt[flat[k]];
+        for (ptrdiff_t i = k; i < n; ++i) {
+            y[i] = bt[flat[i]];
         }
         return;
     }

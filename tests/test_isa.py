@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 import fastxent
+from fastxent import _dispatch
 
 if not hasattr(fastxent, "available_isas"):
     pytest.skip("this build has no ISA variants (fastxent.available_isas)",
@@ -127,3 +128,13 @@ def test_unknown_isa_falls_back_with_a_warning():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == fastxent.available_isas()[0]
     assert "FASTXENT_ISA" in proc.stderr
+
+
+@pytest.mark.parametrize("report, fast", [("Mitigation: Microcode\n", False),
+                                          ("Not affected\n", True),
+                                          ("Vulnerable\n", True), (None, True)])
+def test_gathers_off_only_under_the_gds_microcode_mitigation(tmp_path, report, fast):
+    path = tmp_path / "gather_data_sampling"
+    if report is not None:
+        path.write_text(report)
+    assert _dispatch.gathers_are_fast(str(path)) is fast

@@ -1,7 +1,9 @@
 """Both kernel shapes, rows and blocks of rows, on the same inputs.
 
 Short rows are computed in transposed blocks (one row per vector lane), longer ones row by
-row; the switch is a class-count threshold (``set_block_max_classes``). Here every function
+row; the switch is a class-count threshold (``set_block_max_classes``). Blocks are transposed
+with gather instructions where the build has them, or scalar loops (``set_gathers``). Here every
+function
 runs with each shape forced, over class counts around the thresholds and over partial
 blocks, strided rows and special values, against the float64 slow twins, and the two shapes
 agree with each other to rounding.
@@ -17,11 +19,13 @@ BLOCKS = (128, 128)     # every C <= 128 in blocks
 ROWS = (0, 0)           # always row by row
 
 
-@pytest.fixture(params=["rows", "blocks"])
+@pytest.fixture(params=["rows", "blocks", "blocks without gathers"])
 def kernel_shape(request):
     previous = kernels.set_block_max_classes(*(ROWS if request.param == "rows" else BLOCKS))
+    gathers = kernels.set_gathers(request.param != "blocks without gathers")
     yield request.param
     kernels.set_block_max_classes(*previous)
+    kernels.set_gathers(gathers)
 
 
 def make_logits(n_rows, n_classes, dtype, seed=0):
@@ -108,3 +112,30 @@ def test_shapes_agree_bitwise_across_threads(kernel_shape):
         np.testing.assert_array_equal(fastxent.softmax(x, n_threads=n), fastxent.softmax(x))
         np.testing.assert_array_equal(fastxent.cross_entropy_with_grad(x, y, n_threads=n)[1],
                                       fastxent.cross_entropy_with_grad(x, y)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows, n_classes", [(64, 10), (77, 3), (200, 31), (5, 48)])
+def test_gathers_change_no_bits(dtype, n_rows, n_classes):
+    """The gather transposes move the same elements as the scalar loops, whole blocks, partial
+    ones and strided rows alike: every result is bitwise the same."""
+    big = make_logits(2 * n_rows, n_classes + 3, dtype)
+    y = np.random.default_rng(3).integers(0, n_classes, n_rows)
+    results = []
+    previous = kernels.set_block_max_classes(*BLOCKS)
+    previous_gathers = kernels.set_gathers(True)
+    try:
+        for on in (True, False):
+            kernels.set_gathers(on)
+            with np.errstate(invalid="ignore"):
+                results.append([f(x) for x in (big[::2, 1:n_classes + 1],
+                                               np.ascontiguousarray(big[:n_rows, :n_classes]))
+                                for f in (fastxent.logsumexp, fastxent.softmax,
+                                          fastxent.log_softmax,
+                                          lambda x: fastxent.cross_entropy_with_grad(
+                                              x, y, reduction="none")[1])])
+    finally:
+        kernels.set_block_max_classes(*previous)
+        kernels.set_gathers(previous_gathers)
+    for with_gathers, without in zip(*results):
+        np.testing.assert_array_equal(with_gathers, without)
