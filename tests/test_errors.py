@@ -144,6 +144,20 @@ def test_label_out_of_range_names_row_and_value(f, bad, row):
 
 
 @ce_funcs
+@pytest.mark.parametrize("weighted", [False, True])
+def test_first_bad_label_is_named(f, weighted):
+    """Several bad labels among ignored ones, in a long target: the first is reported (the
+    check without weights is a branch-free pass, then a search)."""
+    x = np.zeros((5000, 4))
+    t = np.arange(5000) % 4
+    t[::7] = -100
+    t[3001], t[4000], t[4500] = -7, 4, 9
+    kw = {"weight": np.ones(4)} if weighted else {}
+    with pytest.raises(ValueError, match=rf"(?s)(?=.*-7\b)(?=.*{_at(3001)})"):
+        f(x, t, **kw)
+
+
+@ce_funcs
 def test_label_out_of_range_unsigned(f):
     x = np.zeros((3, 4))
     t = np.array([0, 2**63 + 5, 1], dtype=np.uint64)
