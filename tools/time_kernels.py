@@ -2,7 +2,7 @@
 
 The A/B measurements of docs/performance.md (v6) were made this way: the drivers of
 ``fastxent._kernels_*`` called directly (no validation, no allocation), interleaved in one
-process, the minimum over rounds of the mean of a few calls, on one thread. Rebuild, run again,
+process, the minimum over rounds of the mean of a few calls, on one thread (``--threads``). Rebuild, run again,
 compare the columns; absolute times drift by tens of percent on a shared VM, ratios within one
 run do not.
 
@@ -58,7 +58,7 @@ def load_other_build(directory):
     raise SystemExit(f"no {stem}*.so under {directory}")
 
 
-def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0):
+def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0, threads=1):
     """``{name: zero-argument call}`` of the row drivers on standard-normal logits; the
     drivers of ``module`` (a kernel module) instead of the build in use when given."""
     rng = np.random.default_rng(seed)
@@ -73,12 +73,13 @@ def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0):
 
     lse_rows, softmax_rows = get("logsumexp_rows"), get("softmax_rows")
     log_softmax_rows, xent = get("log_softmax_rows"), get("xent_index_rows")
+    t = threads
     return {
-        "logsumexp": lambda: lse_rows(x, lse, 1),
-        "softmax": lambda: softmax_rows(x, out, 1),
-        "log_softmax": lambda: log_softmax_rows(x, out, 1),
-        "cross_entropy": lambda: xent(x, labels, None, -100, 0.0, loss, None, None, 1.0, 1),
-        "ce_grad": lambda: xent(x, labels, None, -100, 0.0, loss, out, None, 1.0, 1),
+        "logsumexp": lambda: lse_rows(x, lse, t),
+        "softmax": lambda: softmax_rows(x, out, t),
+        "log_softmax": lambda: log_softmax_rows(x, out, t),
+        "cross_entropy": lambda: xent(x, labels, None, -100, 0.0, loss, None, None, 1.0, t),
+        "ce_grad": lambda: xent(x, labels, None, -100, 0.0, loss, out, None, 1.0, t),
     }
 
 
@@ -127,6 +128,7 @@ def main(argv=None):
     parser.add_argument("--number", type=int, default=10, help="calls per sample")
     parser.add_argument("--denormal-flag", action="store_true")
     parser.add_argument("--against", metavar="DIR", help="another build to time alongside")
+    parser.add_argument("--threads", type=int, default=1, help="n_threads of every call")
     args = parser.parse_args(argv)
     mxcsr = load_mxcsr() if args.denormal_flag else None
     if args.denormal_flag and mxcsr is None:
@@ -134,7 +136,7 @@ def main(argv=None):
     other = load_other_build(args.against) if args.against else None
     for c in (int(v) for v in args.classes.split(",")):
         n_rows, dtype = max(1, args.elements // c), np.dtype(args.dtype)
-        calls = kernel_calls(n_rows, c, dtype)
+        calls = kernel_calls(n_rows, c, dtype, threads=args.threads)
         if other is None:
             times = best_times(calls, args.rounds, args.number)
             line = " ".join(f"{name} {ms:.3f}" for name, ms in times.items())
@@ -142,7 +144,8 @@ def main(argv=None):
         else:
             both = dict(calls)
             both.update({"other " + name: call
-                         for name, call in kernel_calls(n_rows, c, dtype, other).items()})
+                         for name, call in kernel_calls(n_rows, c, dtype, other,
+                                                           threads=args.threads).items()})
             times = best_times(both, args.rounds, args.number)
             line = " ".join(f"{name} {times[name]:.3f}/{times['other ' + name]:.3f}"
                             f" ({times['other ' + name] / times[name]:.2f}x)" for name in calls)
