@@ -37,7 +37,8 @@ from libc.string cimport memset
 
 from _rowops cimport (
     floating, row_max, has_nan, expstore, sumexp_below, max_sumexp, scale, sub, wsum, dot, mul_sub,
-    sub_expmul, expmul, axpw, coef_sums, axpc,
+    sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
+    FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, fx_blk_flat_index, blk_load_max,
     blk_store, blk_sumexp, blk_wsum, blk_axpw, blk_sub,
 )
@@ -323,10 +324,24 @@ cdef void block_xent_index(
 # AHEAD_BYTES keep the order max, then exponentials: there the row in between would push the
 # next one out of L1.
 
+#
+# The kernels that write a row longer than IN_BLOCKS_BYTES (a row alone in its group) store its
+# exponentials in blocks as they find its max (``max_expstore`` in fx_rowops_impl.h), reading
+# the row from memory once; max, then exponentials, then rescale needed the row and its output
+# in L2 together, and rows of 1 MB of doubles ran 1.5x slower per element than rows of 64 KB.
+
 cdef enum:
     GROUP_ROWS = 16         # rows per group at most
     GROUP_ELEMS = 16384     # elements of a group at most (64 KiB of float: L2 holds them)
     AHEAD_BYTES = 1024      # rows up to this size take their max one row ahead
+    IN_BLOCKS_BYTES = 262144    # longer rows are written in blocks (an eighth of L2)
+
+
+cdef inline bint written_in_blocks(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """Whether a row of ``n`` elements of ``itemsize`` bytes is written in blocks (see above).
+    Such a row is always alone in its group (``group_rows``)."""
+    return (n * itemsize > IN_BLOCKS_BYTES
+            and n > GROUP_ELEMS and n <= FX_ONLINE_BLOCK * FX_ONLINE_MAX_BLOCKS)
 
 
 cdef inline Py_ssize_t group_rows(Py_ssize_t n) noexcept nogil:
@@ -392,7 +407,14 @@ cdef void group_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
     cdef double s[GROUP_ROWS]
     cdef floating inv[GROUP_ROWS]
     cdef floating mx[GROUP_ROWS]
+    cdef floating shift[FX_ONLINE_MAX_BLOCKS]
+    cdef double m
     cdef Py_ssize_t r
+    if written_in_blocks(n, sizeof(floating)):
+        for r in range(nr):
+            s[r] = max_expstore(x + r * ld, out + r * ld_out, n, shift, &m)
+            scale_blocks(out + r * ld_out, n, shift, m, 1.0 / s[r])
+        return
     for r in range(nr):
         s[r] = expstore(x + r * ld, out + r * ld_out, n, max_ahead(x, ld, nr, n, r, mx))
     for r in range(nr):
@@ -431,10 +453,12 @@ cdef void group_xent_index(
     cdef floating beta[GROUP_ROWS]
     cdef floating gamma[GROUP_ROWS]
     cdef floating mx[GROUP_ROWS]
+    cdef floating shift[FX_ONLINE_MAX_BLOCKS]
     cdef Py_ssize_t r
     cdef int64_t y
     cdef const floating *xr
     cdef bint short_rows = n * <Py_ssize_t>sizeof(floating) <= AHEAD_BYTES
+    cdef bint in_blocks = grad != NULL and written_in_blocks(n, sizeof(floating))
     # Pass 1: per row, the logit at the label, sum(w x) with smoothing, the max and the sum of
     # exponentials (stored as the gradient's start). Everything read from x is read here,
     # before the gradient (which may be x) is written. (max_ahead reads ignored rows too; what
@@ -453,6 +477,9 @@ cdef void group_xent_index(
             wx[r] = wsum(xr, weight, n)
         if grad == NULL and not short_rows:
             max_sumexp(xr, n, &m[r], &s[r])         # one sweep over memory
+            continue
+        if in_blocks:
+            s[r] = max_expstore(xr, grad + r * ld_grad, n, shift, &m[r])
             continue
         if not short_rows:
             m[r] = row_max(xr, n)
@@ -480,7 +507,10 @@ cdef void group_xent_index(
         if y == ignore_index:
             memset(grad + r * ld_grad, 0, n * sizeof(floating))
         else:
-            axpw(grad + r * ld_grad, weight, n, alpha[r], beta[r])
+            if in_blocks:
+                axpw_blocks(grad + r * ld_grad, weight, n, shift, m[r], alpha[r], beta[r])
+            else:
+                axpw(grad + r * ld_grad, weight, n, alpha[r], beta[r])
             grad[r * ld_grad + y] -= gamma[r]
 
 

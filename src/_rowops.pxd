@@ -22,6 +22,18 @@ cdef extern from "fx_rowops.h" nogil:
     double fx_sumexp_below_d(const double *x, Py_ssize_t n, double m)
     void fx_max_sumexp_f(const float *x, Py_ssize_t n, double *m, double *s)
     void fx_max_sumexp_d(const double *x, Py_ssize_t n, double *m, double *s)
+    enum:
+        FX_ONLINE_BLOCK
+        FX_ONLINE_MAX_BLOCKS
+    double fx_max_expstore_f(const float *x, float *out, Py_ssize_t n, float *shift, double *m)
+    double fx_max_expstore_d(const double *x, double *out, Py_ssize_t n, double *shift,
+                             double *m)
+    void fx_scale_blocks_f(float *y, Py_ssize_t n, const float *shift, double m, double a)
+    void fx_scale_blocks_d(double *y, Py_ssize_t n, const double *shift, double m, double a)
+    void fx_axpw_blocks_f(float *g, const double *w, Py_ssize_t n, const float *shift, double m,
+                          double alpha, float beta)
+    void fx_axpw_blocks_d(double *g, const double *w, Py_ssize_t n, const double *shift,
+                          double m, double alpha, double beta)
     void fx_scale_f(float *y, Py_ssize_t n, float a)
     void fx_scale_d(double *y, Py_ssize_t n, double a)
     void fx_sub_f(const float *x, float *out, Py_ssize_t n, double c)
@@ -83,6 +95,30 @@ cdef inline void max_sumexp(const floating *x, Py_ssize_t n, double *m,
         fx_max_sumexp_f(x, n, m, s)
     else:
         fx_max_sumexp_d(x, n, m, s)
+
+
+cdef inline double max_expstore(const floating *x, floating *out, Py_ssize_t n, floating *shift,
+                                double *m) noexcept nogil:
+    if floating is float:
+        return fx_max_expstore_f(x, out, n, shift, m)
+    else:
+        return fx_max_expstore_d(x, out, n, shift, m)
+
+
+cdef inline void scale_blocks(floating *y, Py_ssize_t n, const floating *shift, double m,
+                              double a) noexcept nogil:
+    if floating is float:
+        fx_scale_blocks_f(y, n, shift, m, a)
+    else:
+        fx_scale_blocks_d(y, n, shift, m, a)
+
+
+cdef inline void axpw_blocks(floating *g, const double *w, Py_ssize_t n, const floating *shift,
+                             double m, double alpha, floating beta) noexcept nogil:
+    if floating is float:
+        fx_axpw_blocks_f(g, w, n, shift, m, alpha, beta)
+    else:
+        fx_axpw_blocks_d(g, w, n, shift, m, alpha, beta)
 
 
 cdef inline void scale(floating *y, Py_ssize_t n, floating a) noexcept nogil:
