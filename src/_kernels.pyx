@@ -329,12 +329,14 @@ cdef void block_xent_index(
 # exponentials in blocks as they find its max (``max_expstore`` in fx_rowops_impl.h), reading
 # the row from memory once; max, then exponentials, then rescale needed the row and its output
 # in L2 together, and rows of 1 MB of doubles ran 1.5x slower per element than rows of 64 KB.
+# (Measured with tools/time_kernels.py --against: 1.2-1.45x at 131072 classes, 1.05-1.16x for
+# rows of 16400 to 32000 classes, float32 and float64, once the threshold went down to 64 KiB.)
 
 cdef enum:
     GROUP_ROWS = 16         # rows per group at most
     GROUP_ELEMS = 16384     # elements of a group at most (64 KiB of float: L2 holds them)
     AHEAD_BYTES = 1024      # rows up to this size take their max one row ahead
-    IN_BLOCKS_BYTES = 262144    # longer rows are written in blocks (an eighth of L2)
+    IN_BLOCKS_BYTES = 65536     # longer rows (and > GROUP_ELEMS) are written in blocks
 
 
 cdef inline bint written_in_blocks(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
