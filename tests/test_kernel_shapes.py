@@ -157,7 +157,7 @@ def long_rows(dtype, n):
     return x
 
 
-LONG = [16_400, 70_000]
+LONG = [16_400, 70_000, 600_000]  # the last longer than 256 blocks: the three-pass way
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
