@@ -146,6 +146,18 @@ static inline double FX_NAME(fx_sumexp_below)(const FX_T *x, ptrdiff_t n, FX_T m
     return FX_NAME(fx_sumexp)(x, n, m);
 }
 
+/* The online normaliser's step (Milakov & Gimelshein, 2018): a block whose max bm exceeds the
+   running max *m raises it, rescaling the sum of exponentials so far, *s, to the new max. */
+static inline void FX_NAME(fx_raise_max)(FX_T *m, double *s, FX_T bm)
+{
+    if (bm > *m) {
+        if (*s != 0.0) {
+            *s *= exp((double)*m - (double)bm);
+        }
+        *m = bm;
+    }
+}
+
 /* Row max and sum(exp(x - max)) in one sweep over memory (the online normaliser of Milakov &
    Gimelshein, 2018, applied per block): each block is read from memory once for its max and
    again from L1 for its exponentials; when a block raises the max, the sum so far is rescaled.
@@ -159,13 +171,7 @@ static inline void FX_NAME(fx_max_sumexp)(const FX_T *x, ptrdiff_t n, double *ma
     double s = 0.0;
     for (ptrdiff_t b = 0; b < n; b += BLOCK) {
         ptrdiff_t len = n - b < BLOCK ? n - b : BLOCK;
-        FX_T bm = FX_NAME(fx_max)(x + b, len);
-        if (bm > m) {
-            if (s != 0.0) {
-                s *= exp((double)m - (double)bm);
-            }
-            m = bm;
-        }
+        FX_NAME(fx_raise_max)(&m, &s, FX_NAME(fx_max)(x + b, len));
         s += FX_NAME(fx_sumexp_below)(x + b, len, m);
     }
     *max = m;
@@ -191,13 +197,7 @@ static inline double FX_NAME(fx_max_expstore)(const FX_T *x, FX_T *out, ptrdiff_
     double s = 0.0;
     for (ptrdiff_t b = 0, i = 0; b < n; b += FX_ONLINE_BLOCK, ++i) {
         ptrdiff_t len = n - b < FX_ONLINE_BLOCK ? n - b : FX_ONLINE_BLOCK;
-        FX_T bm = FX_NAME(fx_max)(x + b, len);
-        if (bm > m) {
-            if (s != 0.0) {
-                s *= exp((double)m - (double)bm);
-            }
-            m = bm;
-        }
+        FX_NAME(fx_raise_max)(&m, &s, FX_NAME(fx_max)(x + b, len));
         shift[i] = m;
         if (m == -INFINITY) {
             s += FX_NAME(fx_sumexp_below)(x + b, len, m);
