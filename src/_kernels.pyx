@@ -339,6 +339,11 @@ cdef enum:
     IN_BLOCKS_BYTES = 65536     # longer rows (and > GROUP_ELEMS) are written in blocks
 
 
+cdef inline bint max_one_row_ahead(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """Whether rows of ``n`` elements of ``itemsize`` bytes take their max one row ahead."""
+    return n * itemsize <= AHEAD_BYTES
+
+
 cdef inline bint written_in_blocks(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
     """Whether a row of ``n`` elements of ``itemsize`` bytes is written in blocks (see above).
     Such a row is always alone in its group (``group_rows``)."""
@@ -359,7 +364,7 @@ cdef inline floating max_ahead(const floating *x, Py_ssize_t ld, Py_ssize_t nr, 
     """The max of row ``r`` of a group whose rows are visited in order 0, 1, ..., nr - 1 (one
     call each). Rows of at most AHEAD_BYTES: the call for row r computes row r + 1's max into
     ``mx`` (read before row r is written, in case the output is the input)."""
-    if n * <Py_ssize_t>sizeof(floating) > AHEAD_BYTES:
+    if not max_one_row_ahead(n, sizeof(floating)):
         return row_max(x + r * ld, n)
     if r == 0:
         mx[0] = row_max(x, n)
@@ -374,12 +379,13 @@ cdef inline void group_max_sumexp(const floating *x, Py_ssize_t ld, Py_ssize_t n
     ones in one sweep over memory."""
     cdef floating mx[GROUP_ROWS]
     cdef Py_ssize_t r
-    for r in range(nr):
-        if n * <Py_ssize_t>sizeof(floating) > AHEAD_BYTES:
+    if not max_one_row_ahead(n, sizeof(floating)):
+        for r in range(nr):
             max_sumexp(x + r * ld, n, &m[r], &s[r])
-        else:
-            m[r] = max_ahead(x, ld, nr, n, r, mx)
-            s[r] = sumexp_below(x + r * ld, n, <floating>m[r])
+        return
+    for r in range(nr):
+        m[r] = max_ahead(x, ld, nr, n, r, mx)
+        s[r] = sumexp_below(x + r * ld, n, <floating>m[r])
 
 
 cdef inline double lse_of(double m, double log_s, const floating *x,
@@ -459,36 +465,35 @@ cdef void group_xent_index(
     cdef Py_ssize_t r
     cdef int64_t y
     cdef const floating *xr
-    cdef bint short_rows = n * <Py_ssize_t>sizeof(floating) <= AHEAD_BYTES
+    cdef floating mr
+    cdef bint short_rows = max_one_row_ahead(n, sizeof(floating))
     cdef bint in_blocks = grad != NULL and written_in_blocks(n, sizeof(floating))
     # Pass 1: per row, the logit at the label, sum(w x) with smoothing, the max and the sum of
     # exponentials (stored as the gradient's start). Everything read from x is read here,
-    # before the gradient (which may be x) is written. (max_ahead reads ignored rows too; what
-    # they hold does not matter.)
+    # before the gradient (which may be x) is written.
     for r in range(nr):
         xr = x + r * ld
         y = labels[r]
-        m[r] = max_ahead(x, ld, nr, n, r, mx) if short_rows else 0.0
+        # Every short row, ignored ones too, keeps the look-ahead of max_ahead in step.
+        mr = max_ahead(x, ld, nr, n, r, mx) if short_rows else 0
+        m[r] = 0.0
         s[r] = 1.0
         wx[r] = 0.0
         if y == ignore_index:
-            m[r] = 0.0
             continue
         x_label[r] = xr[y]
         if smoothing != 0.0:
             wx[r] = wsum(xr, weight, n)
-        if grad == NULL and not short_rows:
-            max_sumexp(xr, n, &m[r], &s[r])         # one sweep over memory
-            continue
         if in_blocks:
             s[r] = max_expstore(xr, grad + r * ld_grad, n, shift, &m[r])
-            continue
-        if not short_rows:
-            m[r] = row_max(xr, n)
-        if grad == NULL:
-            s[r] = sumexp_below(xr, n, <floating>m[r])
+        elif grad == NULL and not short_rows:
+            max_sumexp(xr, n, &m[r], &s[r])         # one sweep over memory
         else:
-            s[r] = expstore(xr, grad + r * ld_grad, n, <floating>m[r])
+            m[r] = mr if short_rows else row_max(xr, n)
+            if grad == NULL:
+                s[r] = sumexp_below(xr, n, <floating>m[r])
+            else:
+                s[r] = expstore(xr, grad + r * ld_grad, n, <floating>m[r])
     # The group's logs in one vector operation; the losses and the gradient's coefficients.
     fx_blk_log(s, nr, log_s)
     for r in range(nr):

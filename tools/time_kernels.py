@@ -17,6 +17,9 @@ the kernel modules (``_kernels_*.so``) of another checkout's build, e.g. the pre
 built with ``python setup.py build_ext --build-lib DIR``. Each name then gets two columns, the
 ratio is other / current. On a shared machine this is the only comparison worth quoting.
 
+``--kernel-shape blocks`` (or ``rows``) forces one kernel shape for every class count, to
+compare the two around the block thresholds (``set_block_max_classes``).
+
 ``--denormal-flag`` also reports, per kernel, whether a call raised the x86 MXCSR
 denormal-operand flag (DE). It needs a C compiler: a three-line helper is built in a temporary
 directory. A DE flag on normal inputs means some lanes computed on subnormal garbage, which is
@@ -129,7 +132,14 @@ def main(argv=None):
     parser.add_argument("--denormal-flag", action="store_true")
     parser.add_argument("--against", metavar="DIR", help="another build to time alongside")
     parser.add_argument("--threads", type=int, default=1, help="n_threads of every call")
+    parser.add_argument("--kernel-shape", choices=["auto", "blocks", "rows"], default="auto",
+                        help="force block kernels (every C <= 128) or row kernels")
     args = parser.parse_args(argv)
+    if args.kernel_shape != "auto":
+        limit = 128 if args.kernel_shape == "blocks" else 0
+        _dispatch.kernels.set_block_max_classes(limit, limit)
+        if args.against:
+            raise SystemExit("--kernel-shape applies to the build in use only, not --against")
     mxcsr = load_mxcsr() if args.denormal_flag else None
     if args.denormal_flag and mxcsr is None:
         print("# no C compiler: --denormal-flag skipped", file=sys.stderr)
