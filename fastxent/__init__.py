@@ -5,7 +5,9 @@ kernels that release the GIL, run over rows on OpenMP threads, and are vectorise
 processor at hand (see `active_isa`). Gradients come as vector-Jacobian products, and the
 cross-entropy loss with its gradient from one fused call.
 """
-from . import _dispatch
+import operator
+
+from . import _buffers, _dispatch
 from ._ops import (
     cross_entropy,
     cross_entropy_with_grad,
@@ -23,7 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "logsumexp", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
     "logsumexp_backward", "softmax_jacobian", "cross_entropy", "cross_entropy_with_grad",
-    "openmp_enabled", "active_isa", "available_isas", "__version__",
+    "openmp_enabled", "active_isa", "available_isas", "set_buffer_cache", "__version__",
 ]
 
 
@@ -56,3 +58,41 @@ def available_isas():
     list of str
     """
     return list(_dispatch.AVAILABLE)
+
+
+def set_buffer_cache(max_bytes):
+    """Set how many bytes of large, dropped results fastxent keeps for reuse.
+
+    A result of more than 32 MiB (a softmax, a gradient) that fastxent allocates is kept when
+    the caller drops it and reused by a later call that needs the same number of bytes, which
+    saves the page faults of fresh memory: in a training loop that is a third of the time of a
+    1024 x 32000 loss gradient. A result the caller still refers to, directly or through any
+    view, is never reused. At most two results are kept.
+
+    Parameters
+    ----------
+    max_bytes : int
+        The most bytes kept in all (default 2**30); 0 releases the buffers and turns the
+        reuse off.
+
+    Returns
+    -------
+    int
+        The previous limit.
+
+    Examples
+    --------
+    >>> import fastxent
+    >>> previous = fastxent.set_buffer_cache(0)   # allocate every result afresh
+    >>> fastxent.set_buffer_cache(previous)
+    0
+    """
+    if isinstance(max_bytes, bool):
+        raise TypeError("max_bytes must be an integer; got a bool")
+    try:
+        max_bytes = operator.index(max_bytes)
+    except TypeError:
+        raise TypeError(f"max_bytes must be an integer; got {type(max_bytes).__name__}") from None
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0; got {max_bytes}")
+    return _buffers.CACHE.resize(max_bytes)

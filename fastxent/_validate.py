@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from . import _buffers
 from ._dispatch import kernels
 
 #: Below this many elements a call runs on one thread: starting a team costs more than it saves.
@@ -195,7 +196,7 @@ class RowsOut:
         self.layout, self.out = layout, out
         self._direct = False
         if out is None:
-            self.rows = np.empty((layout.n_rows, layout.n_classes), layout.dtype)
+            self.rows = _buffers.empty((layout.n_rows, layout.n_classes), layout.dtype)
             return
         check_out(out, layout.shape, layout.result_dtype, name)
         rows = None
