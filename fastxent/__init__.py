@@ -63,11 +63,12 @@ def available_isas():
 def set_buffer_cache(max_bytes):
     """Set how many bytes of large, dropped results fastxent keeps for reuse.
 
-    A result of more than 32 MiB (a softmax, a gradient) that fastxent allocates is kept when
+    A result of 32 MiB or more (a softmax, a gradient) that fastxent allocates is kept when
     the caller drops it and reused by a later call that needs the same number of bytes, which
     saves the page faults of fresh memory: in a training loop that is a third of the time of a
     1024 x 32000 loss gradient. A result the caller still refers to, directly or through any
-    view, is never reused. At most two results are kept.
+    view, is never reused. At most two results are kept; each is a view of its buffer, so it
+    does not own its data.
 
     Parameters
     ----------

@@ -7,15 +7,26 @@ every page on first touch. For a 1024 x 32000 float32 gradient that zeroing took
 ~40 ms call, more than the kernel's whole read of the logits (docs/performance.md). PyTorch's
 GPU allocator keeps freed blocks for the same reason; NumPy itself keeps small ones.
 
-How: the cache keeps the buffers of the last ``SLOTS`` large results it handed out. A buffer is
-handed out again only when nothing but the cache refers to it: every NumPy view of a result,
-a view of a view, a memoryview or an array built on one by another library holds a
+How: the cache keeps the buffers of the last ``SLOTS`` results of ``MIN_BYTES`` or more that
+it handed out. A buffer is handed out again only when nothing but the cache refers to it:
+every NumPy view of a result, a view of a view, a memoryview, or an array built on one by
+another library (``torch.from_numpy``, DLPack, pickle's out-of-band buffers) holds a Python
 reference to the buffer, so its reference count says whether any of them is alive. A result
-the caller keeps is therefore never reused; one the caller drops costs no page faults next time.
+the caller can still reach through a Python reference is therefore never reused. (A raw data
+pointer kept past the array's life, through ctypes say, was a use-after-free before and
+still is.) The count is compared with that of a probe taken through the same function in the
+same call, so whatever the interpreter does to the count of a subscripted list item cancels
+out. Where ``sys.getrefcount`` does not exist (PyPy), nothing is cached.
 
-The cost is memory: up to ``SLOTS`` dropped results stay mapped, never more than ``max_bytes``
-in all (default 1 GiB). ``set_buffer_cache(0)`` releases them and turns the cache off.
+Under the lock only list operations run (no allocation that could start a garbage collection
+whose finalizer calls fastxent again on this thread); a thread that finds the lock taken
+allocates afresh rather than wait. A child process made by ``fork`` gets a new lock.
+
+The costs: up to ``SLOTS`` dropped results stay mapped, never more than ``max_bytes`` in all
+(default 1 GiB); ``set_buffer_cache(0)`` releases them and turns the cache off. A large
+result is a view of its buffer, so it does not own its data (``ndarray.resize`` refuses it).
 """
+import os
 import sys
 import threading
 
@@ -30,9 +41,8 @@ SLOTS = 2
 
 
 def _references(buffers, i):
-    """``sys.getrefcount`` of ``buffers[i]``, always taken through this one expression, so that
-    the free buffer's count (the baseline) and a buffer's count compare like for like on any
-    CPython version."""
+    """``sys.getrefcount`` of ``buffers[i]``: the probe's count and a buffer's are both taken
+    here, so that they compare like for like."""
     return sys.getrefcount(buffers[i])
 
 
@@ -48,44 +58,74 @@ class BufferCache:
     def __init__(self, max_bytes):
         self._lock = threading.Lock()
         self._buffers = []
-        self.max_bytes = int(max_bytes)
-        probe = [np.empty(1, np.uint8)]
-        self._free_count = _references(probe, 0)
+        self._total = 0                         # bytes in self._buffers
+        self.max_bytes = int(max_bytes) if hasattr(sys, "getrefcount") else 0
+        self._probe = [np.empty(0, np.uint8)]   # referred to by the list alone
+
+    def _after_fork_in_child(self):
+        self._lock = threading.Lock()
 
     def empty(self, shape, dtype):
-        """An uninitialised array like ``np.empty(shape, dtype)``, C-ordered; large ones on a
-        buffer that no live array uses."""
+        """An uninitialised array like ``np.empty(shape, dtype)``, C-ordered; from ``MIN_BYTES``
+        up, on a buffer that no live array uses."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes < MIN_BYTES or nbytes > self.max_bytes:
             return np.empty(shape, dtype)
-        with self._lock:
-            buffers = self._buffers
-            for i in range(len(buffers)):
-                if buffers[i].nbytes == nbytes and _references(buffers, i) <= self._free_count:
-                    buffers.append(buffers.pop(i))          # the most recent use last
-                    return buffers[-1].view(dtype).reshape(shape)
+        buffer = self._take(nbytes)
+        if buffer is None:
             buffer = np.empty(nbytes, np.uint8)
-            buffers.append(buffer)
-            while len(buffers) > SLOTS or sum(b.nbytes for b in buffers) > self.max_bytes:
-                del buffers[0]      # forgotten: freed when its last result is
-            return buffer.view(dtype).reshape(shape)
+            self._keep(buffer)
+        return buffer.view(dtype).reshape(shape)
+
+    def _take(self, nbytes):
+        """A kept buffer of ``nbytes`` that nothing else refers to, or None. The caller's
+        reference to it makes it busy for every other thread from then on."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            buffers = self._buffers
+            free = _references(self._probe, 0)
+            for i in range(len(buffers)):
+                if buffers[i].nbytes == nbytes and _references(buffers, i) <= free:
+                    buffer = buffers.pop(i)
+                    buffers.append(buffer)          # the most recent use last
+                    return buffer
+            return None
+        finally:
+            self._lock.release()
+
+    def _keep(self, buffer):
+        """Keep ``buffer``, forgetting the oldest beyond ``SLOTS`` and ``max_bytes`` (a
+        forgotten buffer is freed with its last result)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._buffers.append(buffer)
+            self._total += buffer.nbytes
+            self._trim(self.max_bytes)
+        finally:
+            self._lock.release()
+
+    def _trim(self, max_bytes):
+        while self._buffers and (len(self._buffers) > SLOTS or self._total > max_bytes):
+            self._total -= self._buffers.pop(0).nbytes
 
     def resize(self, max_bytes):
         """Set ``max_bytes`` (forgetting buffers beyond it); return the previous value."""
         with self._lock:
             previous, self.max_bytes = self.max_bytes, int(max_bytes)
-            while self._buffers and sum(b.nbytes for b in self._buffers) > self.max_bytes:
-                del self._buffers[0]
+            self._trim(self.max_bytes)
             return previous
 
     def cached_bytes(self):
         """Bytes of the buffers kept, in use or not."""
-        with self._lock:
-            return sum(b.nbytes for b in self._buffers)
+        return self._total
 
 
 CACHE = BufferCache(2**30)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: CACHE._after_fork_in_child())
 
 
 def empty(shape, dtype):

@@ -5,6 +5,10 @@ view, a memoryview or another library's array -- is never handed out again. The 
 dropped one is (that is the point), small results never are, and the cache can be turned off.
 Most tests lower the size threshold so that small arrays exercise the cache.
 """
+import gc
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -12,6 +16,8 @@ import pytest
 
 import fastxent
 from fastxent import _buffers
+
+pytestmark = pytest.mark.timeout(120)   # a lock waited for forever fails instead of hanging
 
 
 @pytest.fixture
@@ -78,6 +84,86 @@ def test_a_training_loop_alternates_between_two_buffers(cache):
         loss, grad = fastxent.cross_entropy_with_grad(x + step, t)
         seen.append(address(grad))
     assert seen[2:] == seen[:2] * 2 and seen[0] != seen[1]
+
+
+def test_other_libraries_holding_a_result_keep_it_from_reuse(cache):
+    torch = pytest.importorskip("torch")
+    x = logits(0)
+    y = fastxent.softmax(x)
+    t, expected = torch.from_numpy(y), y.copy()
+    del y
+    for seed in (1, 2, 3):
+        fastxent.softmax(logits(seed))
+        z = fastxent.softmax(logits(seed))
+        assert address(z) != t.data_ptr()
+    np.testing.assert_array_equal(t.numpy(), expected)
+
+
+def test_a_call_while_the_lock_is_held_allocates_afresh(cache):
+    # a finalizer or signal handler calling fastxent while this thread is inside the cache
+    # must not wait for itself
+    x = logits(0)
+    address(fastxent.softmax(x))
+    with cache._lock:
+        y = fastxent.softmax(x)
+        assert cache.cached_bytes() == x.nbytes        # not kept either
+    np.testing.assert_array_equal(y, fastxent.softmax(x))
+
+
+def test_a_finalizer_calling_fastxent_during_a_collection(cache):
+    x = logits(0)
+    results = []
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            results.append(fastxent.softmax(x).sum())
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        for k in range(50):
+            Cycle()
+            fastxent.softmax(logits(k, (64, 100 + k)))
+    finally:
+        gc.set_threshold(*threshold)
+    gc.collect()
+    assert results and np.allclose(results, 64)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_child_forked_while_the_lock_is_held_allocates():
+    code = """
+import os, sys, numpy as np, fastxent
+from fastxent import _buffers
+x = np.ones((256, 32768), np.float32)         # 32 MiB: through the cache
+fastxent.softmax(x)
+_buffers.CACHE._lock.acquire()                # as if another thread were inside
+pid = os.fork()
+if pid == 0:                                  # the child's cache has a lock of its own
+    ok = fastxent.softmax(x).sum() > 0 and _buffers.CACHE._lock.acquire(blocking=False)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_large_result_is_a_view_of_its_buffer():
+    # documented: it does not own its data
+    x = logits(0, (256, 32768))
+    y = fastxent.softmax(x)
+    assert not y.flags.owndata and y.base is not None and y.flags.c_contiguous
+    previous = fastxent.set_buffer_cache(0)
+    try:
+        assert fastxent.softmax(x).flags.owndata
+    finally:
+        fastxent.set_buffer_cache(previous)
 
 
 def test_results_below_the_threshold_are_not_kept():
