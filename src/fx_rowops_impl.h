@@ -50,10 +50,18 @@ static inline FX_T FX_NAME(fx_max)(const FX_T *x, ptrdiff_t n)
             acc[k] = x[j + k] > acc[k] ? x[j + k] : acc[k];
         }
     }
-    if (j < n) {
+    if (j < n && n >= FX_CHUNK) {
+        /* the whole chunk that ends at n: elements seen twice change no max, and no lane
+           needs a mask */
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
-            FX_T v = j + k < n ? x[j + k] : -INFINITY;
+            acc[k] = x[n - FX_CHUNK + k] > acc[k] ? x[n - FX_CHUNK + k] : acc[k];
+        }
+    } else if (j < n) {
+        const int left = (int)n;            /* < FX_CHUNK: compared in 32-bit lanes */
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            FX_T v = k < left ? x[k] : -INFINITY;
             acc[k] = v > acc[k] ? v : acc[k];
         }
     }
@@ -92,9 +100,12 @@ static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
         }
     }
     for (; j < n; j += FX_CHUNK) {          /* at most a whole chunk and a partial one */
+        /* lanes past the end compared in 32 bits: j + k < n in 64-bit lanes took two
+           compares and a merge of masks per chunk */
+        const int left = (int)(n - j < FX_CHUNK ? n - j : FX_CHUNK);
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
-            FX_T v = j + k < n ? x[j + k] : -INFINITY;
+            FX_T v = k < left ? x[j + k] : -INFINITY;
             acc[k] += (double)FX_EXP_LE0(v - shift);
         }
     }
@@ -123,11 +134,12 @@ static inline double FX_NAME(fx_expstore)(const FX_T *x, FX_T *out, ptrdiff_t n,
         }
     }
     for (; j < n; j += FX_CHUNK) {
+        const int left = (int)(n - j < FX_CHUNK ? n - j : FX_CHUNK);     /* as fx_sumexp */
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
-            FX_T v = j + k < n ? x[j + k] : -INFINITY;
+            FX_T v = k < left ? x[j + k] : -INFINITY;
             FX_T e = FX_EXP_LE0(v - shift);
-            if (j + k < n) {
+            if (k < left) {
                 out[j + k] = e;
             }
             acc[k] += (double)e;
