@@ -47,29 +47,30 @@ def test_bench_tiny_run_prints_a_table(tmp_path):
     results = payload["results"]
     assert {r["threads"] for r in results} == {1, 2}
     assert all(np.isfinite(r["times"]["fastxent"]) for r in results)
-    # the 2-thread case also timed fastxent on 1 thread, interleaved, for the scaling table
-    one_thread = {r["threads"]: r["one_thread"] for r in results}
-    assert np.isfinite(one_thread[2]) and one_thread[2] > 0 and np.isnan(one_thread[1])
+    # the 2-thread case also timed fastxent on 1 and 2 threads alone, for the scaling table
+    for key in ("one_thread", "threads_alone"):
+        by_threads = {r["threads"]: r[key] for r in results}
+        assert np.isfinite(by_threads[2]) and by_threads[2] > 0 and np.isnan(by_threads[1])
     assert "== thread scaling" in proc.stdout
     # each thread count ran in a child pinned to that many CPUs (where Linux allows it)
     assert payload["meta"].get("pinned", False) == hasattr(os, "sched_setaffinity")
 
 
-def _result(threads, fastxent, one_thread=float("nan"), n=4096, c=1000):
+def _result(threads, fastxent, alone=(float("nan"), float("nan")), n=4096, c=1000):
     return _bench.Result("softmax", n, c, "float32", threads, {"fastxent": fastxent}, 1.0,
-                         "bound1", {}, one_thread)
+                         "bound1", {}, *alone)
 
 
 def test_bench_scaling_judges_the_ratio_measured_in_one_run():
-    # across the two processes 2 threads look 2x faster, but in the same run only 1.5x: a miss
-    lines = _bench.scaling_lines([_result(1, 4.0), _result(2, 2.0, one_thread=3.0)])
+    # across the two processes 2 threads look 2x faster, alone in one run only 1.5x: a miss
+    lines = _bench.scaling_lines([_result(1, 4.0), _result(2, 2.0, alone=(3.0, 2.0))])
     row = next(line for line in lines if line.startswith("softmax"))
     assert row.split()[-3:] == ["1.50x", "2.00x", "MISS"], row
-    lines = _bench.scaling_lines([_result(1, 3.0), _result(2, 2.0, one_thread=3.6)])
+    lines = _bench.scaling_lines([_result(1, 3.0), _result(2, 2.0, alone=(3.6, 2.0))])
     row = next(line for line in lines if line.startswith("softmax"))
     assert row.split()[-2:] == ["1.80x", "1.50x"], row
     # small shapes are shown but not judged
-    lines = _bench.scaling_lines([_result(2, 2.0, one_thread=2.0, n=64, c=10)])
+    lines = _bench.scaling_lines([_result(2, 2.0, alone=(2.0, 2.0), n=64, c=10)])
     assert not lines[-1].endswith("MISS") and lines[-1].split()[-2:] == ["1.00x", "-"]
 
 
