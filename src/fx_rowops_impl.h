@@ -4,11 +4,12 @@
  * guard: included once per element type.
  */
 
-/* Every pass runs over a row in chunks of FX_CHUNK elements. In the max and exp passes below
-   the last, partial chunk runs as a whole chunk whose lanes past the row's end are masked and
-   padded with -inf (`j + k < n ? x[j + k] : -INFINITY`, exp 0, no effect on a max), which GCC
-   and Clang compile to masked loads and blends on AVX2 and AVX-512 (scalar code on SSE2); the
-   padding survives because every lane is summed. The element-wise passes (FX_ROW_MAP,
+/* Every pass runs over a row in chunks of FX_CHUNK elements. In the exp passes below the
+   last, partial chunk runs as a whole chunk whose lanes past the row's end are masked and
+   padded with -inf (`k < left ? x[j + k] : -INFINITY`, exp 0), which GCC and Clang compile to
+   masked loads and blends on AVX2 and AVX-512 (scalar code on SSE2); the padding survives
+   because every lane is summed. The max pass takes the whole chunk that ends at the row's end
+   instead (a max does not mind elements seen twice). The element-wise passes (FX_ROW_MAP,
    FX_ROW_SUM in fx_rowops.h) overlap their last chunk instead, for the reason given there. A row
    of 100 classes used to spend as long on its 4 leftover scalar elements, through a remainder
    loop, as on the 96 in vectors.
