@@ -53,9 +53,10 @@ Every case of 2 (or more) threads then times fastxent on T threads and on 1, int
 each other alone: the thread-scaling table judges that ratio, measured in one run.
 
 Columns: 'fastxent' allocates its result as the peers do (the speed-up over the best peer
-uses it; a result over 32 MiB gets the buffer of one the loop dropped, see
-fastxent.set_buffer_cache: no page faults, as in a training loop); 'fastxent out=' writes into a pre-allocated, pre-touched out= (--no-out drops it;
-GB/s and %bound use it where the function has out=). The bound is NumPy moving the same
+uses it; a result of 32 MiB or more gets the buffer of one the loop dropped, see
+fastxent.set_buffer_cache: no page faults, as in a training loop); 'fastxent out=' writes
+into a pre-allocated, pre-touched out= (--no-out drops it; GB/s and %bound use it where the
+function has out=). The bound is NumPy moving the same
 N x C bytes, measured in the same run: np.copyto into a pre-touched array for ops that read
 one N x C array and write one (softmax, log_softmax, ce_grad, logsumexp_backward),
 np.add(a, b, out=c) for the two-input backward ops, x.max() for the read-only ops
@@ -290,12 +291,6 @@ DEFAULT_SHAPES = "65536x10,16384x100,4096x1000,1024x32000,256x131072"
 QUICK_SHAPES = "16384x100,1024x32000"
 #: issue 3: ce_grad reaches at least 50% of the bound on its two largest shapes (>= 2**24 elements)
 LARGE_ELEMENTS = 2 ** 24
-
-# The thread scaling is measured in every case of more threads, after the peers' run: fastxent
-# on T threads and on 1, interleaved with each other alone. Not two medians of two processes
-# run minutes apart on a machine whose other load drifts in between; and not among the peers,
-# whose idle thread pools spin after each of their calls and take CPU time from whatever runs
-# next (on 2 CPUs the 2-thread call loses most; one run gave 20 of 30 cells, another 28).
 
 
 # ------------------------------------------------------------------------------------------
@@ -986,6 +981,11 @@ def measure_case(op, data, threads, peers, pair, args):
         times = time_interleaved(fns, repeat=args.repeat, min_time=args.min_time)
     bounds = {k: times.pop(k) for k in ("bound1", "bound2") if k in times}
     how = min(bounds, key=bounds.get)
+    # The thread scaling: fastxent on T threads and on 1, interleaved with each other alone,
+    # after the peers' run. Not two medians of two processes run minutes apart on a machine
+    # whose other load drifts in between; and not among the peers, whose idle thread pools
+    # spin after each of their calls and take CPU time from whatever runs next (on 2 CPUs the
+    # 2-thread call loses most: one run gave 20 of 30 cells at 1.7x, another 28).
     scaling = {}
     if threads > 1:
         scaling = time_interleaved({"T": fns["fastxent"],
@@ -1226,8 +1226,8 @@ def header_lines(meta, args):
         f"# median of {args.repeat} interleaved samples of >= {args.min_time} s after warm-up; "
         "ms per call; " + ("each thread count T in its own process, pinned to T CPUs"
                            if meta.get("pinned") else "all in one process"),
-        "# fastxent: allocates its result like the peers (speed-up uses it); a result over "
-        "32 MiB reuses the buffer of one dropped earlier, as in a training loop "
+        "# fastxent: allocates its result like the peers (speed-up uses it); a result of "
+        "32 MiB or more reuses the buffer of one dropped earlier, as in a training loop "
         "(fastxent.set_buffer_cache); 'fastxent out=': a pre-allocated, pre-touched out= (the "
         "bound's condition; %bound uses it where it exists)",
         "# GB/s: N x C arrays read + written / fastxent's time with out= (plain where it has no "
