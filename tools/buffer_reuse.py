@@ -16,19 +16,17 @@ import functools
 import statistics
 import time
 
-import numpy as np
-
 import fastxent
 from fastxent import _bench
 
 
-def timed(calls, number):
-    """Seconds per call of ``calls()`` over ``number`` calls, after one untimed call (which
+def timed(call, number):
+    """Seconds per call of ``call()`` over ``number`` calls, after one untimed call (which
     fills the cache when it is on)."""
-    calls()
+    call()
     t0 = time.perf_counter()
     for _ in range(number):
-        calls()
+        call()
     return (time.perf_counter() - t0) / number
 
 
