@@ -8,7 +8,8 @@
  *                     kernels' way: the output's lines are read for ownership);
  *   scratch + stream  first pass writes a scratch row, the rescale streams the output;
  *   pipelined         the rescale of row r - 1 streamed block by block while row r computes.
- * Measured on the project's machine: 25.8 / 27.7 / 24.0 ms (median of 5).
+ * Measured on the project's machine, two sessions of 5 rounds: 25.8 / 27.7 / 24.0 ms and
+ * 26.6 / 29.4 / 25.3 ms (medians); single rounds scatter by 10%.
  *
  *   gcc -O3 -fopenmp-simd -mavx512f -mfma -mprefer-vector-width=512 -o /tmp/stream_stores \
  *       tools/stream_stores.c && /tmp/stream_stores
