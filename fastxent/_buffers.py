@@ -39,6 +39,9 @@ MIN_BYTES = 32 * 2**20
 #: step before last (the last step's result is still bound to ``grad`` during the call).
 SLOTS = 2
 
+#: Whether reference counts can be read (not on PyPy): without them nothing is reused.
+_CAN_COUNT = hasattr(sys, "getrefcount")
+
 
 def _references(buffers, i):
     """``sys.getrefcount`` of ``buffers[i]``: the probe's count and a buffer's are both taken
@@ -59,7 +62,7 @@ class BufferCache:
         self._lock = threading.Lock()
         self._buffers = []
         self._total = 0                         # bytes in self._buffers
-        self.max_bytes = int(max_bytes) if hasattr(sys, "getrefcount") else 0
+        self.max_bytes = int(max_bytes)
         self._probe = [np.empty(0, np.uint8)]   # referred to by the list alone
 
     def _after_fork_in_child(self):
@@ -70,7 +73,7 @@ class BufferCache:
         up, on a buffer that no live array uses."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if nbytes < MIN_BYTES or nbytes > self.max_bytes:
+        if nbytes < MIN_BYTES or nbytes > self.max_bytes or not _CAN_COUNT:
             return np.empty(shape, dtype)
         buffer = self._take(nbytes)
         if buffer is None:
@@ -103,19 +106,19 @@ class BufferCache:
         try:
             self._buffers.append(buffer)
             self._total += buffer.nbytes
-            self._trim(self.max_bytes)
+            self._trim()
         finally:
             self._lock.release()
 
-    def _trim(self, max_bytes):
-        while self._buffers and (len(self._buffers) > SLOTS or self._total > max_bytes):
+    def _trim(self):
+        while self._buffers and (len(self._buffers) > SLOTS or self._total > self.max_bytes):
             self._total -= self._buffers.pop(0).nbytes
 
     def resize(self, max_bytes):
         """Set ``max_bytes`` (forgetting buffers beyond it); return the previous value."""
         with self._lock:
             previous, self.max_bytes = self.max_bytes, int(max_bytes)
-            self._trim(self.max_bytes)
+            self._trim()
             return previous
 
     def cached_bytes(self):

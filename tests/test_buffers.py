@@ -5,7 +5,6 @@ view, a memoryview or another library's array -- is never handed out again. The 
 dropped one is (that is the point), small results never are, and the cache can be turned off.
 Most tests lower the size threshold so that small arrays exercise the cache.
 """
-import gc
 import os
 import subprocess
 import sys
@@ -100,37 +99,16 @@ def test_other_libraries_holding_a_result_keep_it_from_reuse(cache):
 
 
 def test_a_call_while_the_lock_is_held_allocates_afresh(cache):
-    # a finalizer or signal handler calling fastxent while this thread is inside the cache
-    # must not wait for itself
+    # a finalizer (run by a collection) or a signal handler calling fastxent while this
+    # thread is inside the cache must not wait for itself; with a waiting acquire this hangs.
+    # (A test that starts a collection inside the lock could not be made to fail reliably:
+    # nothing under the lock allocates a tracked object any more.)
     x = logits(0)
     address(fastxent.softmax(x))
     with cache._lock:
         y = fastxent.softmax(x)
         assert cache.cached_bytes() == x.nbytes        # not kept either
     np.testing.assert_array_equal(y, fastxent.softmax(x))
-
-
-def test_a_finalizer_calling_fastxent_during_a_collection(cache):
-    x = logits(0)
-    results = []
-
-    class Cycle:
-        def __init__(self):
-            self.me = self
-
-        def __del__(self):
-            results.append(fastxent.softmax(x).sum())
-
-    threshold = gc.get_threshold()
-    gc.set_threshold(1)
-    try:
-        for k in range(50):
-            Cycle()
-            fastxent.softmax(logits(k, (64, 100 + k)))
-    finally:
-        gc.set_threshold(*threshold)
-    gc.collect()
-    assert results and np.allclose(results, 64)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
