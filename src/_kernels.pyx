@@ -40,11 +40,12 @@ from _rowops cimport (
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
     FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, fx_blk_flat_index, blk_load_max,
-    blk_store, blk_sumexp, blk_wsum, blk_axpw, blk_sub,
+    blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub,
 )
 
 cdef extern from "fx_blockops.h" nogil:
     int fx_use_gathers
+    int fx_use_tiles
 
 
 cdef extern from "fx_platform.h" nogil:
@@ -182,6 +183,16 @@ def set_gathers(on):
     return previous
 
 
+def set_tiles(on):
+    """Whether the block kernels transpose in register tiles (where this build has them:
+    AVX-512), ahead of the gathers; returns the previous setting. For the tests, which check
+    that every way of transposing gives the same bits, and for timing."""
+    global fx_use_tiles
+    previous = bool(fx_use_tiles)
+    fx_use_tiles = 1 if on else 0
+    return previous
+
+
 cdef inline Py_ssize_t block_rows(Py_ssize_t nc, bint writes) noexcept nogil:
     """Rows per block for ``nc`` classes, or 0 where rows are long enough for the row
     kernels. ``writes``: the kernel writes rows (softmax, gradients)."""
@@ -216,8 +227,8 @@ cdef void block_logsumexp(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ss
     cdef double s[FX_LANES]
     cdef Py_ssize_t r
     blk_load_max(x, ld, nr, nc, bt, m, nan)
-    blk_sumexp(bt, nr, nc, m, s, NULL)
-    fx_blk_log(s, nr, s)
+    blk_sumexp(bt, nc, m, s, NULL)
+    fx_blk_log(s, FX_LANES, s)
     for r in range(nr):
         # Infinite max: all -inf gives -inf, a +inf gives +inf (see row_logsumexp).
         out[r] = <floating>(NAN if nan[r] else (m[r] if isinf(m[r]) else m[r] + s[r]))
@@ -231,13 +242,11 @@ cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
     cdef floating zero[FX_LANES]
     cdef int nan[FX_LANES]
     cdef double s[FX_LANES]
-    cdef Py_ssize_t r
     blk_load_max(x, ld, nr, nc, bt, m, nan)
-    blk_sumexp(bt, nr, nc, m, s, bt)
-    for r in range(nr):
-        inv[r] = <floating>(NAN if nan[r] or isinf(m[r]) else 1.0 / s[r])
-        zero[r] = 0
-    blk_axpw(bt, nr, nc, inv, zero, NULL)
+    blk_sumexp(bt, nc, m, s, bt)
+    blk_inv(m, nan, s, inv)
+    memset(zero, 0, sizeof(zero))
+    blk_axpw(bt, nc, inv, zero, NULL)
     blk_store(bt, nr, nc, out, ld_out, flat)
 
 
@@ -248,13 +257,11 @@ cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_
     cdef floating m[FX_LANES]
     cdef int nan[FX_LANES]
     cdef double s[FX_LANES]
-    cdef Py_ssize_t r
     blk_load_max(x, ld, nr, nc, bt, m, nan)
-    blk_sumexp(bt, nr, nc, m, s, NULL)
-    fx_blk_log(s, nr, s)
-    for r in range(nr):
-        s[r] = finite_lse(m[r], nan[r], s[r])
-    blk_sub(bt, nr, nc, s, bt)
+    blk_sumexp(bt, nc, m, s, NULL)
+    fx_blk_log(s, FX_LANES, s)
+    blk_lse(m, nan, s, s)
+    blk_sub(bt, nc, s, bt)
     blk_store(bt, nr, nc, out, ld_out, flat)
 
 
@@ -278,23 +285,27 @@ cdef void block_xent_index(
     cdef int64_t y
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     if smoothing != 0.0:
-        blk_wsum(bt, nr, nc, weight, wx)
-    blk_sumexp(bt, nr, nc, m, s, bt if grad != NULL else NULL)
-    fx_blk_log(s, nr, log_s)
+        blk_wsum(bt, nc, weight, wx)
+    blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
+    fx_blk_log(s, FX_LANES, log_s)
+    blk_lse(m, nan, log_s, log_s)
+    # The padding rows of a partial block (see fx_blockops_impl.h) get a zero gradient.
+    memset(alpha, 0, sizeof(alpha))
+    memset(beta, 0, sizeof(beta))
+    memset(at_label, 0, sizeof(at_label))
     for r in range(nr):
         y = labels[r]
-        alpha[r] = beta[r] = at_label[r] = 0
         if y == ignore_index:
             loss[r] = 0.0
             continue
         loss[r] = xent_row_coefs(
-            y, weight, nc, smoothing, weight_total, finite_lse(m[r], nan[r], log_s[r]), s[r],
+            y, weight, nc, smoothing, weight_total, log_s[r], s[r],
             x[r * ld + y], wx[r] if smoothing != 0.0 else 0.0,
             scale if row_scale == NULL else row_scale[r],
             &alpha[r] if grad != NULL else NULL, &beta[r], &at_label[r])
     if grad == NULL:
         return
-    blk_axpw(bt, nr, nc, alpha, beta, weight)
+    blk_axpw(bt, nc, alpha, beta, weight)
     for r in range(nr):
         y = labels[r]
         if y == ignore_index:

@@ -214,20 +214,21 @@ cdef extern from "fx_blockops.h" nogil:
                         const int32_t *flat)
     void fx_blk_store_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, double *y,
                         Py_ssize_t ld, const int32_t *flat)
-    void fx_blk_sumexp_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const float *m,
-                         double *s, float *et)
-    void fx_blk_sumexp_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *m,
-                         double *s, double *et)
-    void fx_blk_wsum_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const double *w, double *s)
-    void fx_blk_wsum_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *w,
-                       double *s)
-    void fx_blk_axpw_f(float *et, Py_ssize_t nr, Py_ssize_t nc, const float *a, const float *b,
+    void fx_blk_sumexp_f(const float *bt, Py_ssize_t nc, const float *m, double *s, float *et)
+    void fx_blk_sumexp_d(const double *bt, Py_ssize_t nc, const double *m, double *s,
+                         double *et)
+    void fx_blk_lse_f(const float *m, const int *nan, const double *log_s, double *out)
+    void fx_blk_lse_d(const double *m, const int *nan, const double *log_s, double *out)
+    void fx_blk_inv_f(const float *m, const int *nan, const double *s, float *out)
+    void fx_blk_inv_d(const double *m, const int *nan, const double *s, double *out)
+    void fx_blk_wsum_f(const float *bt, Py_ssize_t nc, const double *w, double *s)
+    void fx_blk_wsum_d(const double *bt, Py_ssize_t nc, const double *w, double *s)
+    void fx_blk_axpw_f(float *et, Py_ssize_t nc, const float *a, const float *b,
                        const double *w)
-    void fx_blk_axpw_d(double *et, Py_ssize_t nr, Py_ssize_t nc, const double *a,
-                       const double *b, const double *w)
-    void fx_blk_sub_f(const float *bt, Py_ssize_t nr, Py_ssize_t nc, const double *c, float *yt)
-    void fx_blk_sub_d(const double *bt, Py_ssize_t nr, Py_ssize_t nc, const double *c,
-                      double *yt)
+    void fx_blk_axpw_d(double *et, Py_ssize_t nc, const double *a, const double *b,
+                       const double *w)
+    void fx_blk_sub_f(const float *bt, Py_ssize_t nc, const double *c, float *yt)
+    void fx_blk_sub_d(const double *bt, Py_ssize_t nc, const double *c, double *yt)
 
 
 cdef inline void blk_load_max(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
@@ -246,33 +247,49 @@ cdef inline void blk_store(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, flo
         fx_blk_store_d(bt, nr, nc, y, ld, flat)
 
 
-cdef inline void blk_sumexp(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const floating *m,
-                            double *s, floating *et) noexcept nogil:
+cdef inline void blk_sumexp(const floating *bt, Py_ssize_t nc, const floating *m, double *s,
+                            floating *et) noexcept nogil:
     if floating is float:
-        fx_blk_sumexp_f(bt, nr, nc, m, s, et)
+        fx_blk_sumexp_f(bt, nc, m, s, et)
     else:
-        fx_blk_sumexp_d(bt, nr, nc, m, s, et)
+        fx_blk_sumexp_d(bt, nc, m, s, et)
 
 
-cdef inline void blk_wsum(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const double *w,
+cdef inline void blk_lse(const floating *m, const int *nan, const double *log_s,
+                         double *out) noexcept nogil:
+    if floating is float:
+        fx_blk_lse_f(m, nan, log_s, out)
+    else:
+        fx_blk_lse_d(m, nan, log_s, out)
+
+
+cdef inline void blk_inv(const floating *m, const int *nan, const double *s,
+                         floating *out) noexcept nogil:
+    if floating is float:
+        fx_blk_inv_f(m, nan, s, out)
+    else:
+        fx_blk_inv_d(m, nan, s, out)
+
+
+cdef inline void blk_wsum(const floating *bt, Py_ssize_t nc, const double *w,
                           double *s) noexcept nogil:
     if floating is float:
-        fx_blk_wsum_f(bt, nr, nc, w, s)
+        fx_blk_wsum_f(bt, nc, w, s)
     else:
-        fx_blk_wsum_d(bt, nr, nc, w, s)
+        fx_blk_wsum_d(bt, nc, w, s)
 
 
-cdef inline void blk_axpw(floating *et, Py_ssize_t nr, Py_ssize_t nc, const floating *a,
-                          const floating *b, const double *w) noexcept nogil:
+cdef inline void blk_axpw(floating *et, Py_ssize_t nc, const floating *a, const floating *b,
+                          const double *w) noexcept nogil:
     if floating is float:
-        fx_blk_axpw_f(et, nr, nc, a, b, w)
+        fx_blk_axpw_f(et, nc, a, b, w)
     else:
-        fx_blk_axpw_d(et, nr, nc, a, b, w)
+        fx_blk_axpw_d(et, nc, a, b, w)
 
 
-cdef inline void blk_sub(const floating *bt, Py_ssize_t nr, Py_ssize_t nc, const double *c,
+cdef inline void blk_sub(const floating *bt, Py_ssize_t nc, const double *c,
                          floating *yt) noexcept nogil:
     if floating is float:
-        fx_blk_sub_f(bt, nr, nc, c, yt)
+        fx_blk_sub_f(bt, nc, c, yt)
     else:
-        fx_blk_sub_d(bt, nr, nc, c, yt)
+        fx_blk_sub_d(bt, nc, c, yt)

@@ -91,6 +91,140 @@ static inline void fx_gather_d(const double *base, const int32_t *idx, double *o
 }
 #endif
 
+/* Register tiles: a block transposed as square tiles of one vector's width (16 x 16 floats,
+   8 x 8 doubles), each row of a tile one masked load or store of a row of the matrix and the
+   transposition in registers (the textbook unpack / 128-bit-lane shuffle network: 64
+   shuffles for a float tile, 24 for a double one). On AVX-512 this replaces the gathers: a
+   gather of 16 elements from 16 rows cost about 17 cycles here (perf, session 5: 37% of
+   log_softmax at C = 10), a tile of 16 rows by 10 classes about 60 shuffles for 10 gathers'
+   work. Masked-off lanes load as zeros, so no lane computes on garbage (see the denormal trap
+   of docs/performance.md, v6). Turned off for the tests' comparison by fx_use_tiles. */
+static int fx_use_tiles = 1;
+
+#if defined(__AVX512F__)
+#define FX_TILE_N(T) (64 / (int)sizeof(T))
+
+/* r[i] lane j <-> r[j] lane i, for 16 x 16 floats. */
+static inline void fx_transpose_tile_f(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {           /* pairs of rows interleaved */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {           /* 4 rows of columns 4L + k, k = 0..3 */
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int h = 0; h < 16; h += 8) {           /* 8 rows of columns k and k + 8 */
+        for (int k = 0; k < 4; ++k) {
+            t[h + k] = _mm512_shuffle_f32x4(u[h + k], u[h + k + 4], 0x88);
+            t[h + k + 4] = _mm512_shuffle_f32x4(u[h + k], u[h + k + 4], 0xdd);
+        }
+    }
+    for (int k = 0; k < 8; ++k) {               /* all 16 rows of column k, k + 8 */
+        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+    }
+}
+
+/* r[i] lane j <-> r[j] lane i, for 8 x 8 doubles. */
+static inline void fx_transpose_tile_d(__m512d r[8])
+{
+    __m512d t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {            /* pairs of rows interleaved */
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) {            /* 4 rows of columns k and k + 4 */
+        u[h] = _mm512_shuffle_f64x2(t[h], t[h + 2], 0x88);
+        u[h + 1] = _mm512_shuffle_f64x2(t[h + 1], t[h + 3], 0x88);
+        u[h + 2] = _mm512_shuffle_f64x2(t[h], t[h + 2], 0xdd);
+        u[h + 3] = _mm512_shuffle_f64x2(t[h + 1], t[h + 3], 0xdd);
+    }
+    for (int k = 0; k < 4; ++k) {               /* all 8 rows of column k, k + 4 */
+        r[k] = _mm512_shuffle_f64x2(u[k], u[k + 4], 0x88);
+        r[k + 4] = _mm512_shuffle_f64x2(u[k], u[k + 4], 0xdd);
+    }
+}
+
+/* bt[j * FX_LANES + i] = x[i * ld + j] for i < 16, j < nj <= 16. */
+static inline void fx_tile_load_f(const float *x, ptrdiff_t ld, int nj, float *bt)
+{
+    __mmask16 k = (__mmask16)((1u << nj) - 1);
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) {
+        r[i] = _mm512_maskz_loadu_ps(k, x + i * ld);
+    }
+    fx_transpose_tile_f(r);
+    for (int j = 0; j < nj; ++j) {
+        _mm512_storeu_ps(bt + j * FX_LANES, r[j]);
+    }
+}
+
+/* y[i * ld + j] = bt[j * FX_LANES + i] for i < 16, j < nj <= 16. */
+static inline void fx_tile_store_f(const float *bt, int nj, float *y, ptrdiff_t ld)
+{
+    __mmask16 k = (__mmask16)((1u << nj) - 1);
+    __m512 r[16];
+    for (int j = 0; j < 16; ++j) {
+        r[j] = j < nj ? _mm512_loadu_ps(bt + j * FX_LANES) : _mm512_setzero_ps();
+    }
+    fx_transpose_tile_f(r);
+    for (int i = 0; i < 16; ++i) {
+        _mm512_mask_storeu_ps(y + i * ld, k, r[i]);
+    }
+}
+
+static inline void fx_tile_load_d(const double *x, ptrdiff_t ld, int nj, double *bt)
+{
+    __mmask8 k = (__mmask8)((1u << nj) - 1);
+    __m512d r[8];
+    for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_maskz_loadu_pd(k, x + i * ld);
+    }
+    fx_transpose_tile_d(r);
+    for (int j = 0; j < nj; ++j) {
+        _mm512_storeu_pd(bt + j * FX_LANES, r[j]);
+    }
+}
+
+static inline void fx_tile_store_d(const double *bt, int nj, double *y, ptrdiff_t ld)
+{
+    __mmask8 k = (__mmask8)((1u << nj) - 1);
+    __m512d r[8];
+    for (int j = 0; j < 8; ++j) {
+        r[j] = j < nj ? _mm512_loadu_pd(bt + j * FX_LANES) : _mm512_setzero_pd();
+    }
+    fx_transpose_tile_d(r);
+    for (int i = 0; i < 8; ++i) {
+        _mm512_mask_storeu_pd(y + i * ld, k, r[i]);
+    }
+}
+#else
+#define FX_TILE_N(T) 0                  /* no tiles: gathers or the scalar loops */
+static inline void fx_tile_load_f(const float *x, ptrdiff_t ld, int nj, float *bt)
+{
+    (void)x; (void)ld; (void)nj; (void)bt;
+}
+static inline void fx_tile_store_f(const float *bt, int nj, float *y, ptrdiff_t ld)
+{
+    (void)bt; (void)nj; (void)y; (void)ld;
+}
+static inline void fx_tile_load_d(const double *x, ptrdiff_t ld, int nj, double *bt)
+{
+    (void)x; (void)ld; (void)nj; (void)bt;
+}
+static inline void fx_tile_store_d(const double *bt, int nj, double *y, ptrdiff_t ld)
+{
+    (void)bt; (void)nj; (void)y; (void)ld;
+}
+#endif
+
 /* flat[k] = (k % nc) * FX_LANES + k / nc for k < FX_LANES * nc: where element k of a block of
    contiguous rows sits in the transposed block (see fx_blk_store). */
 static inline void fx_blk_flat_index(ptrdiff_t nc, int32_t *flat)
@@ -115,20 +249,28 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 #define FX_NAME(op) op##_f
 #define FX_EXP_LE0 fx_expf_le0
 #define FX_GATHER fx_gather_f
+#define FX_TILE_LOAD fx_tile_load_f
+#define FX_TILE_STORE fx_tile_store_f
 #include "fx_blockops_impl.h"
 #undef FX_T
 #undef FX_NAME
 #undef FX_EXP_LE0
 #undef FX_GATHER
+#undef FX_TILE_LOAD
+#undef FX_TILE_STORE
 
 #define FX_T double
 #define FX_NAME(op) op##_d
 #define FX_EXP_LE0 fx_exp_le0
 #define FX_GATHER fx_gather_d
+#define FX_TILE_LOAD fx_tile_load_d
+#define FX_TILE_STORE fx_tile_store_d
 #include "fx_blockops_impl.h"
 #undef FX_T
 #undef FX_NAME
 #undef FX_EXP_LE0
 #undef FX_GATHER
+#undef FX_TILE_LOAD
+#undef FX_TILE_STORE
 
 #endif /* FX_BLOCKOPS_H */

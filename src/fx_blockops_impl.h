@@ -9,8 +9,9 @@
  */
 
 /* bt = the rows x[r * ld + j] of a block, transposed; m[r] = the max of row r over its
-   values that are not NaN, nan[r] = whether it holds a NaN. With gathers, a column of the
-   block at a time (whole vectors of rows; the rest of the rows below), then the max from L1. */
+   values that are not NaN, nan[r] = whether it holds a NaN. With register tiles or gathers,
+   whole vectors of rows (the rest of the rows below), then the max from L1. The rows past nr
+   are padded with zeros, for the passes below that compute every lane. */
 static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff_t nr,
                                             ptrdiff_t nc, FX_T *bt, FX_T *m, int *nan)
 {
@@ -21,9 +22,18 @@ static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff
         m[r] = -INFINITY;
         nan[r] = 0;
     }
+    const int tile = FX_TILE_N(FX_T);
+    if (tile > 0 && fx_use_tiles) {
+        for (; r0 + tile <= nr; r0 += tile) {
+            for (ptrdiff_t j = 0; j < nc; j += tile) {
+                FX_TILE_LOAD(x + r0 * ld + j, ld, (int)(nc - j < tile ? nc - j : tile),
+                             bt + j * FX_LANES + r0);
+            }
+        }
+    }
     /* The offsets r * ld are 32-bit integers in a gather. */
-    if (width > 0 && fx_use_gathers && ld <= INT32_MAX / FX_LANES
-        && ld >= -(INT32_MAX / FX_LANES)) {
+    else if (width > 0 && fx_use_gathers && ld <= INT32_MAX / FX_LANES
+             && ld >= -(INT32_MAX / FX_LANES)) {
         int32_t offset[FX_LANES];
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             offset[r] = (int32_t)(r * ld);
@@ -33,13 +43,13 @@ static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff
                 FX_GATHER(x + j, offset + r0, bt + j * FX_LANES + r0);
             }
         }
-        for (ptrdiff_t j = 0; j < nc; ++j) {
-            FX_PRAGMA(omp simd)
-            for (ptrdiff_t r = 0; r < r0; ++r) {
-                FX_T v = bt[j * FX_LANES + r];
-                m[r] = v > m[r] ? v : m[r];
-                nan[r] |= v != v;
-            }
+    }
+    for (ptrdiff_t j = 0; j < nc; ++j) {        /* the max of the rows transposed above */
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < r0; ++r) {
+            FX_T v = bt[j * FX_LANES + r];
+            m[r] = v > m[r] ? v : m[r];
+            nan[r] |= v != v;
         }
     }
     for (ptrdiff_t j = 0; j < nc; ++j) {
@@ -51,15 +61,41 @@ static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff
             nan[r] |= v != v;
         }
     }
+    for (ptrdiff_t j = 0; j < nc; ++j) {        /* padding rows: zeros */
+        for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
+            bt[j * FX_LANES + r] = 0;
+        }
+    }
+    for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
+        m[r] = 0;
+        nan[r] = 0;
+    }
 }
 
-/* y[r * ld + j] = the transposed block bt. With `flat` (y's rows contiguous: ld == nc), the
+/* y[r * ld + j] = the transposed block bt, rows r < nr. In register tiles where the build has
+   them; else with `flat` (y's rows contiguous: ld == nc), the
    block is one run of memory and y[k] = bt[flat[k]], flat[k] = (k % nc) * FX_LANES + k / nc:
    a gather per vector of y where the build has gathers, else a scalar loop (3x fewer
    instructions than one of nc per row even so). */
 static inline void FX_NAME(fx_blk_store)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc, FX_T *y,
                                          ptrdiff_t ld, const int32_t *flat)
 {
+    const int tile = FX_TILE_N(FX_T);
+    if (tile > 0 && fx_use_tiles) {
+        ptrdiff_t r0 = 0;
+        for (; r0 + tile <= nr; r0 += tile) {
+            for (ptrdiff_t j = 0; j < nc; j += tile) {
+                FX_TILE_STORE(bt + j * FX_LANES + r0, (int)(nc - j < tile ? nc - j : tile),
+                              y + r0 * ld + j, ld);
+            }
+        }
+        for (ptrdiff_t r = r0; r < nr; ++r) {
+            for (ptrdiff_t j = 0; j < nc; ++j) {
+                y[r * ld + j] = bt[j * FX_LANES + r];
+            }
+        }
+        return;
+    }
     if (flat != NULL) {
         const int width = FX_GATHER_N(FX_T);
         ptrdiff_t n = nr * nc, k = 0;
@@ -81,17 +117,21 @@ static inline void FX_NAME(fx_blk_store)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t
     }
 }
 
+/* The passes below compute every lane of a block: the rows past a partial block's last hold
+   zeros from fx_blk_load_max (max 0, sum nc), so constant trip counts cost nothing but the
+   last block's padding, and no lane ever computes on garbage. */
+
 /* s[r] = sum_j exp(x - m[r]) in double; with et, also et = exp(x - m[r]). */
-static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc,
-                                          const FX_T *m, double *s, FX_T *et)
+static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX_T *m,
+                                          double *s, FX_T *et)
 {
     FX_PRAGMA(omp simd)
-    for (ptrdiff_t r = 0; r < nr; ++r) {
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
         s[r] = 0.0;
     }
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < nr; ++r) {
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             FX_T e = FX_EXP_LE0(bt[j * FX_LANES + r] - m[r]);
             if (et != NULL) {
                 et[j * FX_LANES + r] = e;
@@ -101,49 +141,72 @@ static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nr, ptrdiff_
     }
 }
 
-/* s[r] = sum_j x * w[j] in double (w NULL: 1). */
-static inline void FX_NAME(fx_blk_wsum)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc,
-                                        const double *w, double *s)
+/* out[r] = m[r] + log_s[r], a row's log-sum-exp, where its max is finite and it holds no NaN;
+   NaN elsewhere: all -inf, a +inf or a NaN leave the softmax and the loss undefined, as in
+   PyTorch. */
+static inline void FX_NAME(fx_blk_lse)(const FX_T *m, const int *nan, const double *log_s,
+                                       double *out)
 {
     FX_PRAGMA(omp simd)
-    for (ptrdiff_t r = 0; r < nr; ++r) {
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        int defined = !nan[r] && m[r] != INFINITY && m[r] != -INFINITY;
+        out[r] = defined ? (double)m[r] + log_s[r] : NAN;
+    }
+}
+
+/* out[r] = 1 / s[r], the softmax's scale, where fx_blk_lse is defined; NaN elsewhere. */
+static inline void FX_NAME(fx_blk_inv)(const FX_T *m, const int *nan, const double *s,
+                                       FX_T *out)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        int defined = !nan[r] && m[r] != INFINITY && m[r] != -INFINITY;
+        out[r] = defined ? (FX_T)(1.0 / s[r]) : (FX_T)NAN;
+    }
+}
+
+/* s[r] = sum_j x * w[j] in double (w NULL: 1). */
+static inline void FX_NAME(fx_blk_wsum)(const FX_T *bt, ptrdiff_t nc, const double *w,
+                                        double *s)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
         s[r] = 0.0;
     }
     for (ptrdiff_t j = 0; j < nc; ++j) {
         double wj = w == NULL ? 1.0 : w[j];
         FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < nr; ++r) {
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             s[r] += (double)bt[j * FX_LANES + r] * wj;
         }
     }
 }
 
 /* et = a[r] * et - b[r] * w[j] (w NULL: 1): rescaled exponentials, and loss gradients. */
-static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nr, ptrdiff_t nc, const FX_T *a,
-                                        const FX_T *b, const double *w)
+static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, const FX_T *b,
+                                        const double *w)
 {
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_T wj = w == NULL ? (FX_T)1 : (FX_T)w[j];
         FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < nr; ++r) {
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             et[j * FX_LANES + r] = a[r] * et[j * FX_LANES + r] - b[r] * wj;
         }
     }
 }
 
 /* yt = x - c[r] for double c, yt may be bt: as fx_sub, with c[r] split into hi + lo. */
-static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t nc,
-                                       const double *c, FX_T *yt)
+static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nc, const double *c, FX_T *yt)
 {
     FX_T hi[FX_LANES], lo[FX_LANES];
     FX_PRAGMA(omp simd)
-    for (ptrdiff_t r = 0; r < nr; ++r) {
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
         hi[r] = (FX_T)c[r];
         lo[r] = (FX_T)(c[r] - (double)hi[r]);
     }
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < nr; ++r) {
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             yt[j * FX_LANES + r] = (bt[j * FX_LANES + r] - hi[r]) - lo[r];
         }
     }

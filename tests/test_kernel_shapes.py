@@ -2,9 +2,8 @@
 
 Short rows are computed in transposed blocks (one row per vector lane), longer ones row by
 row; the switch is a class-count threshold (``set_block_max_classes``). Blocks are transposed
-with gather instructions where the build has them, or scalar loops (``set_gathers``). Here every
-function
-runs with each shape forced, over class counts around the thresholds and over partial
+in register tiles or with gather instructions where the build has them, or with scalar loops
+(``set_tiles``, ``set_gathers``). Here every function runs with each shape forced, over class counts around the thresholds and over partial
 blocks, strided rows and special values, against the float64 slow twins, and the two shapes
 agree with each other to rounding.
 """
@@ -19,12 +18,26 @@ BLOCKS = (128, 128)     # every C <= 128 in blocks
 ROWS = (0, 0)           # always row by row
 
 
-@pytest.fixture(params=["rows", "blocks", "blocks without gathers"])
+#: The ways a block can be transposed: register tiles (AVX-512 builds), gather instructions
+#: (AVX2 and AVX-512), scalar loops (every build; what the others fall back to).
+TRANSPOSES = {"tiles": (True, True), "gathers": (False, True), "scalar loops": (False, False)}
+
+
+def set_transposes(name):
+    """Choose how blocks are transposed; returns the previous (tiles, gathers) settings."""
+    tiles, gathers = TRANSPOSES[name]
+    return kernels.set_tiles(tiles), kernels.set_gathers(gathers)
+
+
+@pytest.fixture(params=["rows", "blocks", "blocks with gathers", "blocks with scalar loops"])
 def kernel_shape(request):
     previous = kernels.set_block_max_classes(*(ROWS if request.param == "rows" else BLOCKS))
-    gathers = kernels.set_gathers(request.param != "blocks without gathers")
+    transposes = {"blocks with gathers": "gathers",
+                  "blocks with scalar loops": "scalar loops"}.get(request.param, "tiles")
+    tiles, gathers = set_transposes(transposes)
     yield request.param
     kernels.set_block_max_classes(*previous)
+    kernels.set_tiles(tiles)
     kernels.set_gathers(gathers)
 
 
@@ -115,18 +128,20 @@ def test_shapes_agree_bitwise_across_threads(kernel_shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n_rows, n_classes", [(64, 10), (77, 3), (200, 31), (5, 48)])
-def test_gathers_change_no_bits(dtype, n_rows, n_classes):
-    """The gather transposes move the same elements as the scalar loops, whole blocks, partial
-    ones and strided rows alike: every result is bitwise the same."""
+@pytest.mark.parametrize("n_rows, n_classes", [(64, 10), (77, 3), (200, 31), (5, 48),
+                                                (40, 16), (24, 17), (33, 8), (16, 9)])
+def test_transposes_change_no_bits(dtype, n_rows, n_classes):
+    """The register tiles, the gathers and the scalar loops move the same elements, whole
+    blocks, partial ones, whole and partial tiles and strided rows alike: every result is
+    bitwise the same."""
     big = make_logits(2 * n_rows, n_classes + 3, dtype)
     y = np.random.default_rng(3).integers(0, n_classes, n_rows)
     results = []
     previous = kernels.set_block_max_classes(*BLOCKS)
-    previous_gathers = kernels.set_gathers(True)
+    tiles, gathers = kernels.set_tiles(True), kernels.set_gathers(True)
     try:
-        for on in (True, False):
-            kernels.set_gathers(on)
+        for name in TRANSPOSES:
+            set_transposes(name)
             with np.errstate(invalid="ignore"):
                 results.append([f(x) for x in (big[::2, 1:n_classes + 1],
                                                np.ascontiguousarray(big[:n_rows, :n_classes]))
@@ -136,9 +151,11 @@ def test_gathers_change_no_bits(dtype, n_rows, n_classes):
                                               x, y, reduction="none")[1])])
     finally:
         kernels.set_block_max_classes(*previous)
-        kernels.set_gathers(previous_gathers)
-    for with_gathers, without in zip(*results):
-        np.testing.assert_array_equal(with_gathers, without)
+        kernels.set_tiles(tiles)
+        kernels.set_gathers(gathers)
+    for name, other in zip(TRANSPOSES, results[1:]):
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def long_rows(dtype, n):
