@@ -31,7 +31,7 @@ row. Rows whose label is ``ignore_index`` get exactly zero loss and gradient, wh
 import numpy as np
 
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, NAN, fabs, isfinite, isinf, log
+from libc.math cimport INFINITY, NAN, fabs, fmax, ilogb, isfinite, isinf, ldexp, log
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
 
@@ -39,7 +39,8 @@ from _rowops cimport (
     floating, row_max, has_nan, expstore, sumexp_below, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
     FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
-    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, fx_blk_log, fx_blk_flat_index, blk_load_max,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_ROWS_SUB, fx_blk_log, fx_blk_flat_index,
+    fx_blk_expand_index, rows_sub, blk_load_max,
     blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub,
 )
 
@@ -109,23 +110,53 @@ cdef inline double xent_coefs(Py_ssize_t label, const double *weight, Py_ssize_t
     return a
 
 
+# The largest gradient coefficients used as they are: 2^100 and 2^1000, far from the
+# overflow of float (2^128) and double (2^1024), so that a row's products and differences
+# stay finite.
+cdef double COEF_MAX_FLOAT = 1.2676506002282294e30
+cdef double COEF_MAX_DOUBLE = 1.0715086071862673e301
+
+
 cdef inline double xent_row_coefs(
     int64_t label, const double *weight, Py_ssize_t n, double smoothing, double weight_total,
     double lse, double s, double x_label, double wx, double rs,
-    floating *alpha, floating *beta, floating *gamma,
+    floating *alpha, floating *beta, floating *gamma, int *pow2,
 ) noexcept nogil:
     """The loss of one row from its log-sum-exp ``lse``, its sum of shifted exponentials
     ``s``, its logit at the label and ``wx`` = sum(w x) (read only with label smoothing); and
     the coefficients that turn its stored exponentials e into its gradient times ``rs``:
-    alpha e - beta w - gamma onehot(label) (``alpha`` NULL: the loss only, without the
-    division). A NaN ``lse`` makes the gradient NaN."""
-    cdef double b, sum_c
+    (alpha e - beta w - gamma onehot(label)) 2^pow2 (``alpha`` NULL: the loss only, without
+    the division). A NaN ``lse`` makes the gradient NaN.
+
+    ``pow2`` is 0 unless a coefficient would overflow the row type while the gradient, their
+    difference, need not (a huge ``rs``: a mean over tiny class weights, a huge
+    ``grad_output``); the coefficients are then scaled down by 2^pow2, exactly, and
+    ``scale_pow2`` scales the row back once it is computed."""
+    cdef double b, sum_c, big, limit
     cdef double a = xent_coefs(label, weight, n, smoothing, weight_total, &b, &sum_c)
+    cdef int k = 0
     if alpha != NULL:
+        big = fmax(fabs(rs * sum_c / s), fmax(fabs(rs * b), fabs(rs * a)))
+        limit = COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE
+        if big > limit and isfinite(big):
+            k = ilogb(big) - ilogb(limit)
+            rs = ldexp(rs, -k)
+        pow2[0] = k
         alpha[0] = <floating>(rs * sum_c / s if lse == lse else NAN)
         beta[0] = <floating>(rs * b)
         gamma[0] = <floating>(rs * a)
-    return sum_c * lse - a * x_label - (b * wx if b != 0.0 else 0.0)
+    # With label smoothing, b w x takes part even where b = smoothing / n underflows to 0:
+    # 0 * inf is NaN, as in PyTorch.
+    return sum_c * lse - a * x_label - (b * wx if smoothing != 0.0 else 0.0)
+
+
+cdef inline void scale_pow2(floating *g, Py_ssize_t n, int k) noexcept nogil:
+    """g *= 2^k, exactly but for overflow and subnormals, in steps a float can hold."""
+    cdef int step
+    while k != 0:
+        step = max(-100, min(k, 100))
+        scale(g, n, <floating>ldexp(1.0, step))
+        k -= step
 
 
 cdef inline double row_xent_prob(
@@ -136,15 +167,22 @@ cdef inline double row_xent_prob(
 
     c = w * ((1 - eps) t + eps/C); loss = sum_j c_j (lse - x_j); gradient r ((sum c) softmax - c).
     """
-    cdef double m, s, sum_c, sum_cx
+    cdef double m, s, sum_c, sum_cx, big, limit
     cdef double a = 1.0 - smoothing, b = smoothing / n
+    cdef int k = 0
     coef_sums(x, t, weight, n, a, b, &sum_c, &sum_cx)
     if grad == NULL:
         max_sumexp(x, n, &m, &s)
     else:
         m = row_max(x, n)
         s = expstore(x, grad, n, <floating>m)
-        axpc(grad, t, weight, n, <floating>(r * sum_c / s), r, a, b)
+        # The one coefficient in the row type, kept from overflow as in xent_row_coefs.
+        big = fabs(r * sum_c / s)
+        limit = COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE
+        if big > limit and isfinite(big):
+            k = ilogb(big) - ilogb(limit)
+        axpc(grad, t, weight, n, <floating>(ldexp(r, -k) * sum_c / s), ldexp(r, -k), a, b)
+        scale_pow2(grad, n, k)
     return sum_c * (m + log(s)) - sum_cx
 
 
@@ -211,6 +249,19 @@ cdef object flat_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld_out):
     return flat
 
 
+cdef object expand_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld, Py_ssize_t ld_out,
+                         Py_ssize_t itemsize):
+    """The index of ``rows_sub`` for blocks of contiguous rows read and written where the
+    build has it, else None (log_softmax then transposes back)."""
+    if nb == 0 or ld != nc or ld_out != nc or not FX_HAS_ROWS_SUB or not fx_use_tiles:
+        return None
+    cdef int width = 64 // itemsize
+    expand = np.empty(width * nc, dtype=np.int32)
+    cdef int32_t[::1] view = expand
+    fx_blk_expand_index(nc, width, &view[0])
+    return expand
+
+
 cdef inline double finite_lse(floating m, int nan, double log_s) noexcept nogil:
     """m + log(s) where the row max m is finite and no NaN was seen; NaN otherwise (the
     softmax and the loss are not defined there, as in PyTorch)."""
@@ -251,8 +302,9 @@ cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
 
 
 cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
-                            floating *out, Py_ssize_t ld_out,
-                            const int32_t *flat) noexcept nogil:
+                            floating *out, Py_ssize_t ld_out, const int32_t *flat,
+                            const int32_t *expand) noexcept nogil:
+    """With ``expand`` (``expand_index``), the last pass runs on the rows as they lie."""
     cdef floating bt[FX_BLOCK_ELEMS]
     cdef floating m[FX_LANES]
     cdef int nan[FX_LANES]
@@ -261,6 +313,9 @@ cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_
     blk_sumexp(bt, nc, m, s, NULL)
     fx_blk_log(s, FX_LANES, s)
     blk_lse(m, nan, s, s)
+    if expand != NULL:
+        rows_sub(x, nr, nc, s, out, expand)
+        return
     blk_sub(bt, nc, s, bt)
     blk_store(bt, nr, nc, out, ld_out, flat)
 
@@ -281,8 +336,10 @@ cdef void block_xent_index(
     cdef double s[FX_LANES]
     cdef double wx[FX_LANES]
     cdef double log_s[FX_LANES]
+    cdef int pow2[FX_LANES]
     cdef Py_ssize_t r, j
     cdef int64_t y
+    cdef bint rescale = False
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     if smoothing != 0.0:
         blk_wsum(bt, nc, weight, wx)
@@ -293,6 +350,7 @@ cdef void block_xent_index(
     memset(alpha, 0, sizeof(alpha))
     memset(beta, 0, sizeof(beta))
     memset(at_label, 0, sizeof(at_label))
+    memset(pow2, 0, sizeof(pow2))
     for r in range(nr):
         y = labels[r]
         if y == ignore_index:
@@ -302,7 +360,8 @@ cdef void block_xent_index(
             y, weight, nc, smoothing, weight_total, log_s[r], s[r],
             x[r * ld + y], wx[r] if smoothing != 0.0 else 0.0,
             scale if row_scale == NULL else row_scale[r],
-            &alpha[r] if grad != NULL else NULL, &beta[r], &at_label[r])
+            &alpha[r] if grad != NULL else NULL, &beta[r], &at_label[r], &pow2[r])
+        rescale |= pow2[r] != 0
     if grad == NULL:
         return
     blk_axpw(bt, nc, alpha, beta, weight)
@@ -314,6 +373,10 @@ cdef void block_xent_index(
         else:
             bt[y * FX_LANES + r] -= at_label[r]
     blk_store(bt, nr, nc, grad, ld_grad, flat)
+    if rescale:
+        for r in range(nr):
+            if pow2[r] != 0:
+                scale_pow2(grad + r * ld_grad, nc, pow2[r])
 
 
 # ------------------------------------------------------------------------- groups of rows
@@ -467,6 +530,7 @@ cdef void group_xent_index(
     cdef double s[GROUP_ROWS]
     cdef double log_s[GROUP_ROWS]
     cdef double x_label[GROUP_ROWS]
+    cdef int pow2[GROUP_ROWS]
     cdef double wx[GROUP_ROWS]
     cdef floating alpha[GROUP_ROWS]
     cdef floating beta[GROUP_ROWS]
@@ -510,13 +574,14 @@ cdef void group_xent_index(
     for r in range(nr):
         y = labels[r]
         alpha[r] = beta[r] = gamma[r] = 0
+        pow2[r] = 0
         if y == ignore_index:
             loss[r] = 0.0
             continue
         loss[r] = xent_row_coefs(
             y, weight, n, smoothing, weight_total, m[r] + log_s[r], s[r], x_label[r], wx[r],
             scale if row_scale == NULL else row_scale[r],
-            &alpha[r] if grad != NULL else NULL, &beta[r], &gamma[r])
+            &alpha[r] if grad != NULL else NULL, &beta[r], &gamma[r], &pow2[r])
     if grad == NULL:
         return
     # Pass 2: the exponentials become the gradient.
@@ -530,6 +595,8 @@ cdef void group_xent_index(
             else:
                 axpw(grad + r * ld_grad, weight, n, alpha[r], beta[r])
             grad[r * ld_grad + y] -= gamma[r]
+            if pow2[r] != 0:
+                scale_pow2(grad + r * ld_grad, n, pow2[r])
 
 
 # ---------------------------------------------------------------------------------- drivers
@@ -580,12 +647,14 @@ def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
     cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
     cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
+    cdef int32_t[::1] expand = expand_index(nb, n, ld, ld_out, sizeof(floating))
+    cdef const int32_t *expand_ptr = NULL if expand is None else &expand[0]
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
                         nogil=True):
             r0 = i * nb
             block_log_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out,
-                              flat_ptr)
+                              flat_ptr, expand_ptr)
         return
     nb = group_rows(n)
     for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,

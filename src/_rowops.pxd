@@ -206,6 +206,12 @@ cdef extern from "fx_blockops.h" nogil:
         FX_BLOCK_ELEMS
     void fx_blk_log(const double *s, Py_ssize_t nr, double *out)
     void fx_blk_flat_index(Py_ssize_t nc, int32_t *flat)
+    void fx_blk_expand_index(Py_ssize_t nc, int width, int32_t *expand)
+    bint FX_HAS_ROWS_SUB
+    void fx_rows_sub_f(const float *x, Py_ssize_t nr, Py_ssize_t nc, const double *c, float *y,
+                       const int32_t *expand)
+    void fx_rows_sub_d(const double *x, Py_ssize_t nr, Py_ssize_t nc, const double *c,
+                       double *y, const int32_t *expand)
     void fx_blk_load_max_f(const float *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
                            float *bt, float *m, int *nan)
     void fx_blk_load_max_d(const double *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
@@ -285,6 +291,14 @@ cdef inline void blk_axpw(floating *et, Py_ssize_t nc, const floating *a, const 
         fx_blk_axpw_f(et, nc, a, b, w)
     else:
         fx_blk_axpw_d(et, nc, a, b, w)
+
+
+cdef inline void rows_sub(const floating *x, Py_ssize_t nr, Py_ssize_t nc, const double *c,
+                          floating *y, const int32_t *expand) noexcept nogil:
+    if floating is float:
+        fx_rows_sub_f(x, nr, nc, c, y, expand)
+    else:
+        fx_rows_sub_d(x, nr, nc, c, y, expand)
 
 
 cdef inline void blk_sub(const floating *bt, Py_ssize_t nc, const double *c,

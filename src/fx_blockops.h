@@ -205,6 +205,63 @@ static inline void fx_tile_store_d(const double *bt, int nj, double *y, ptrdiff_
         _mm512_mask_storeu_pd(y + i * ld, k, r[i]);
     }
 }
+
+/* log_softmax's last pass in the rows' own layout, for a block of contiguous rows:
+   y[k] = (x[k] - hi[r]) - lo[r] for the element k of row r = k / nc, with hi + lo = c[r] split
+   as in fx_blk_sub (the same operations, so the same bits). The block's input is still in
+   L1; this replaces the subtraction in the transposed block and the tiles back (64 shuffles
+   for every 16 rows of floats) with two permutes per vector. `expand` (fx_blk_expand_index)
+   gives, for each of the nc vectors that a group of one vector's width of rows fills, the
+   row within the group of each lane. */
+#define FX_HAS_ROWS_SUB 1
+static inline void fx_rows_sub_f(const float *x, ptrdiff_t nr, ptrdiff_t nc, const double *c,
+                                 float *y, const int32_t *expand)
+{
+    float hi[FX_LANES], lo[FX_LANES];
+    ptrdiff_t r0 = 0;
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        hi[r] = (float)c[r];
+        lo[r] = (float)(c[r] - (double)hi[r]);
+    }
+    for (; r0 + 16 <= nr; r0 += 16) {
+        const __m512 h = _mm512_loadu_ps(hi + r0), l = _mm512_loadu_ps(lo + r0);
+        const float *xg = x + r0 * nc;
+        float *yg = y + r0 * nc;
+        for (ptrdiff_t v = 0; v < nc; ++v) {
+            const __m512i k = _mm512_loadu_si512((const void *)(expand + 16 * v));
+            __m512 e = _mm512_sub_ps(_mm512_loadu_ps(xg + 16 * v), _mm512_permutexvar_ps(k, h));
+            _mm512_storeu_ps(yg + 16 * v, _mm512_sub_ps(e, _mm512_permutexvar_ps(k, l)));
+        }
+    }
+    for (ptrdiff_t r = r0; r < nr; ++r) {               /* a partial block's last rows */
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            y[r * nc + j] = (x[r * nc + j] - hi[r]) - lo[r];
+        }
+    }
+}
+
+static inline void fx_rows_sub_d(const double *x, ptrdiff_t nr, ptrdiff_t nc, const double *c,
+                                 double *y, const int32_t *expand)
+{
+    ptrdiff_t r0 = 0;
+    for (; r0 + 8 <= nr; r0 += 8) {
+        const __m512d h = _mm512_loadu_pd(c + r0);
+        const double *xg = x + r0 * nc;
+        double *yg = y + r0 * nc;
+        for (ptrdiff_t v = 0; v < nc; ++v) {
+            const __m512i k = _mm512_cvtepi32_epi64(
+                _mm256_loadu_si256((const __m256i *)(expand + 8 * v)));
+            /* lo = c - (double)hi = 0 for double rows: as fx_blk_sub, one subtraction */
+            __m512d e = _mm512_sub_pd(_mm512_loadu_pd(xg + 8 * v), _mm512_permutexvar_pd(k, h));
+            _mm512_storeu_pd(yg + 8 * v, e);
+        }
+    }
+    for (ptrdiff_t r = r0; r < nr; ++r) {
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            y[r * nc + j] = x[r * nc + j] - c[r];
+        }
+    }
+}
 #else
 #define FX_TILE_N(T) 0                  /* no tiles: gathers or the scalar loops */
 static inline void fx_tile_load_f(const float *x, ptrdiff_t ld, int nj, float *bt)
@@ -223,7 +280,27 @@ static inline void fx_tile_store_d(const double *bt, int nj, double *y, ptrdiff_
 {
     (void)bt; (void)nj; (void)y; (void)ld;
 }
+#define FX_HAS_ROWS_SUB 0               /* log_softmax transposes back instead */
+static inline void fx_rows_sub_f(const float *x, ptrdiff_t nr, ptrdiff_t nc, const double *c,
+                                 float *y, const int32_t *expand)
+{
+    (void)x; (void)nr; (void)nc; (void)c; (void)y; (void)expand;
+}
+static inline void fx_rows_sub_d(const double *x, ptrdiff_t nr, ptrdiff_t nc, const double *c,
+                                 double *y, const int32_t *expand)
+{
+    (void)x; (void)nr; (void)nc; (void)c; (void)y; (void)expand;
+}
 #endif
+
+/* expand[v * width + i] = (v * width + i) / nc for v < nc, i < width: the row, within a group
+   of `width` contiguous rows of nc elements, of lane i of the group's vector v. */
+static inline void fx_blk_expand_index(ptrdiff_t nc, int width, int32_t *expand)
+{
+    for (ptrdiff_t k = 0; k < nc * width; ++k) {
+        expand[k] = (int32_t)(k / nc);
+    }
+}
 
 /* flat[k] = (k % nc) * FX_LANES + k / nc for k < FX_LANES * nc: where element k of a block of
    contiguous rows sits in the transposed block (see fx_blk_store). */

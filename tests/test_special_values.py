@@ -225,3 +225,38 @@ def test_tiny_probabilities_keep_relative_accuracy():
     assert got[0, 1] > 0.0
     lp = fastxent.log_softmax(x)
     np.testing.assert_allclose(lp, ref.log_softmax(x), rtol=1e-15)
+
+
+@pytest.mark.parametrize("n_rows, n_classes", [(1, 1), (70, 3), (2, 100)])
+@pytest.mark.parametrize("target_kind", ["index", "probabilities"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_gradient_finite_when_its_coefficients_are_not(dtype, target_kind, n_rows, n_classes):
+    """A mean over tiny class weights times a large grad_output makes the gradient's scale
+    1e40 and more, past float32's range, while the gradient, softmax - onehot times it, stays finite
+    (found by the fuzz suite: the coefficients overflowed to inf and the gradient came out
+    -inf). In blocks, in rows, and with probability targets."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((n_rows, n_classes)) * 1e-30).astype(dtype)
+    weight = np.full(n_classes, 6.4e-31)
+    if target_kind == "index":
+        target = rng.integers(0, n_classes, n_rows)
+    else:
+        target = rng.dirichlet(np.ones(n_classes), n_rows).astype(dtype)
+    kw = dict(weight=weight, label_smoothing=0.1, grad_output=np.dtype(dtype).type(1e12))
+    loss, grad = fastxent.cross_entropy_with_grad(x, target, **kw)
+    want_loss, want = ref.cross_entropy_with_grad(x, target, **kw)
+    assert np.isfinite(grad).all()
+    # The scale is 1e12 / (6.4e-31 n_rows): float32 rounding of terms that size.
+    np.testing.assert_allclose(grad, want, atol=1e-6 * 1e12 / 6.4e-31 / n_rows)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_smoothing_that_underflows_still_sees_masked_classes():
+    """label_smoothing = 5e-324 makes smoothing / C underflow to 0, yet the smoothing term
+    0 * (-log p) of a masked class is 0 * inf = NaN, as in PyTorch and the reference (found by
+    the fuzz suite: the kernel skipped the term when smoothing / C was 0)."""
+    x = np.array([[-np.inf, 0.5, 1.0]], dtype=np.float32)
+    for smoothing, expect_nan in [(5e-324, True), (0.0, False)]:
+        loss = fastxent.cross_entropy(x, np.array([1]), label_smoothing=smoothing)
+        want = ref.cross_entropy(x, np.array([1]), label_smoothing=smoothing)
+        assert np.isnan(loss) == expect_nan == np.isnan(want)
