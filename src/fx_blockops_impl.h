@@ -129,7 +129,22 @@ static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX
     for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
         s[r] = 0.0;
     }
-    for (ptrdiff_t j = 0; j < nc; ++j) {
+    ptrdiff_t j = 0;
+    /* Two columns' exponentials added in the row type first, as in fx_sumexp: one
+       conversion to double per pair. */
+    for (; j + 2 <= nc; j += 2) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            FX_T e0 = FX_EXP_LE0(bt[j * FX_LANES + r] - m[r]);
+            FX_T e1 = FX_EXP_LE0(bt[(j + 1) * FX_LANES + r] - m[r]);
+            if (et != NULL) {
+                et[j * FX_LANES + r] = e0;
+                et[(j + 1) * FX_LANES + r] = e1;
+            }
+            s[r] += (double)(e0 + e1);
+        }
+    }
+    if (j < nc) {
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             FX_T e = FX_EXP_LE0(bt[j * FX_LANES + r] - m[r]);
