@@ -33,7 +33,7 @@ import numpy as np
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, NAN, fabs, ilogb, isfinite, isinf, ldexp, log
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from _rowops cimport (
     floating, row_max, has_nan, expstore, sumexp_below, max_sumexp, scale, sub, wsum, dot, mul_sub,
@@ -41,7 +41,7 @@ from _rowops cimport (
     FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_ROWS_SUB, fx_blk_log, fx_blk_flat_index,
     fx_blk_expand_index, rows_sub, blk_load_max,
-    blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub,
+    blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub, blk_xent_coefs,
 )
 
 cdef extern from "fx_blockops.h" nogil:
@@ -345,6 +345,11 @@ cdef void block_xent_index(
     cdef double s[FX_LANES]
     cdef double wx[FX_LANES]
     cdef double log_s[FX_LANES]
+    cdef double xl[FX_LANES]
+    cdef double wl[FX_LANES]
+    cdef double rs[FX_LANES]
+    cdef double loss_b[FX_LANES]
+    cdef int valid[FX_LANES]
     cdef int pow2[FX_LANES]
     cdef Py_ssize_t r, j
     cdef int64_t y
@@ -352,25 +357,35 @@ cdef void block_xent_index(
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     if smoothing != 0.0:
         blk_wsum(bt, nc, weight, wx)
+    else:
+        memset(wx, 0, sizeof(wx))
+    # What the coefficients need of each row, gathered before the exponentials overwrite bt.
+    # Padding rows (see fx_blockops_impl.h) and ignored ones: zero loss and gradient.
+    for r in range(FX_LANES):
+        y = labels[r] if r < nr else ignore_index
+        valid[r] = y != ignore_index
+        if valid[r]:
+            xl[r] = bt[y * FX_LANES + r]
+            wl[r] = 1.0 if weight == NULL else weight[y]
+            rs[r] = scale if row_scale == NULL else row_scale[r]
+        else:
+            xl[r] = wl[r] = rs[r] = 0.0
     blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
     fx_blk_log(s, FX_LANES, log_s)
     blk_lse(m, nan, log_s, log_s)
-    # The padding rows of a partial block (see fx_blockops_impl.h) get a zero gradient.
-    memset(alpha, 0, sizeof(alpha))
-    memset(beta, 0, sizeof(beta))
-    memset(at_label, 0, sizeof(at_label))
     memset(pow2, 0, sizeof(pow2))
-    for r in range(nr):
-        y = labels[r]
-        if y == ignore_index:
-            loss[r] = 0.0
-            continue
-        loss[r] = xent_row_coefs(
-            y, weight, nc, smoothing, weight_total, log_s[r], s[r],
-            x[r * ld + y], wx[r] if smoothing != 0.0 else 0.0,
-            scale if row_scale == NULL else row_scale[r],
-            &alpha[r] if grad != NULL else NULL, &beta[r], &at_label[r], &pow2[r])
-        rescale |= pow2[r] != 0
+    if blk_xent_coefs(valid, xl, wl, rs, nc, smoothing, weight_total, log_s, s, wx,
+                      COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE, loss_b, alpha,
+                      beta, at_label):
+        # Some coefficient past the limit (rare): row by row, scaled by powers of two.
+        for r in range(nr):
+            if valid[r]:
+                loss_b[r] = xent_row_coefs(
+                    labels[r], weight, nc, smoothing, weight_total, log_s[r], s[r], xl[r],
+                    wx[r], rs[r], &alpha[r] if grad != NULL else NULL, &beta[r],
+                    &at_label[r], &pow2[r])
+                rescale |= pow2[r] != 0
+    memcpy(loss, loss_b, nr * sizeof(double))
     if grad == NULL:
         return
     blk_axpw(bt, nc, alpha, beta, weight)

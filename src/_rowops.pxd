@@ -233,6 +233,14 @@ cdef extern from "fx_blockops.h" nogil:
                        const double *w)
     void fx_blk_axpw_d(double *et, Py_ssize_t nc, const double *a, const double *b,
                        const double *w)
+    int fx_blk_xent_coefs_f(const int *valid, const double *xl, const double *wl, const double *rs,
+                            Py_ssize_t nc, double smoothing, double weight_total,
+                            const double *lse, const double *s, const double *wx, double limit,
+                            double *loss, float *alpha, float *beta, float *gamma)
+    int fx_blk_xent_coefs_d(const int *valid, const double *xl, const double *wl, const double *rs,
+                            Py_ssize_t nc, double smoothing, double weight_total,
+                            const double *lse, const double *s, const double *wx, double limit,
+                            double *loss, double *alpha, double *beta, double *gamma)
     void fx_blk_sub_f(const float *bt, Py_ssize_t nc, const double *c, float *yt)
     void fx_blk_sub_d(const double *bt, Py_ssize_t nc, const double *c, double *yt)
 
@@ -299,6 +307,19 @@ cdef inline void rows_sub(const floating *x, Py_ssize_t nr, Py_ssize_t nc, const
         fx_rows_sub_f(x, nr, nc, c, y, expand)
     else:
         fx_rows_sub_d(x, nr, nc, c, y, expand)
+
+
+cdef inline bint blk_xent_coefs(const int *valid, const double *xl, const double *wl,
+                                const double *rs, Py_ssize_t nc, double smoothing,
+                                double weight_total, const double *lse, const double *s,
+                                const double *wx, double limit, double *loss, floating *alpha,
+                                floating *beta, floating *gamma) noexcept nogil:
+    if floating is float:
+        return fx_blk_xent_coefs_f(valid, xl, wl, rs, nc, smoothing, weight_total, lse, s, wx,
+                                   limit, loss, alpha, beta, gamma)
+    else:
+        return fx_blk_xent_coefs_d(valid, xl, wl, rs, nc, smoothing, weight_total, lse, s, wx,
+                                   limit, loss, alpha, beta, gamma)
 
 
 cdef inline void blk_sub(const floating *bt, Py_ssize_t nc, const double *c,
