@@ -271,14 +271,6 @@ cdef object expand_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld, Py_ssize_t
     return expand
 
 
-cdef inline double finite_lse(floating m, int nan, double log_s) noexcept nogil:
-    """m + log(s) where the row max m is finite and no NaN was seen; NaN otherwise (the
-    softmax and the loss are not defined there, as in PyTorch)."""
-    if nan or isinf(m):
-        return NAN
-    return m + log_s
-
-
 cdef void block_logsumexp(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t nc,
                           floating *out) noexcept nogil:
     cdef floating bt[FX_BLOCK_ELEMS]
