@@ -228,12 +228,13 @@ static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nc, const doubl
 }
 
 /* The loss of each row of a block against its class index, and the coefficients that turn its
-   exponentials into its gradient: xent_row_coefs of _kernels.pyx, the one-row reference, as one
-   vector loop (the scalar loop, a division and three conversions per row, took about a
-   quarter of the loss gradient's time at C = 10: docs/performance.md, v9). Per row: the label's logit xl and class weight wl,
-   the gradient's scale rs, 0 for ignored and padding rows (valid[r] = 0: zero loss and
-   coefficients). Returns whether some coefficient exceeds `limit`, where the caller redoes
-   the block with xent_row_coefs, which scales such rows by a power of two. */
+   exponentials into its gradient: xent_row_coefs of _kernels.pyx, the one-row reference, as
+   one vector loop (the scalar loop, a division and three conversions per row, took about a
+   quarter of the loss gradient's time at C = 10: docs/performance.md, v9). Per row: the
+   label's logit xl and class weight wl, the gradient's scale rs, 0 for ignored and padding
+   rows (valid[r] = 0: zero loss and coefficients). Returns whether some coefficient exceeds
+   `limit`, where the caller redoes the block with xent_row_coefs, which scales such rows by a
+   power of two. */
 static inline int FX_NAME(fx_blk_xent_coefs)(
     const int *valid, const double *xl, const double *wl, const double *rs, ptrdiff_t nc,
     double smoothing, double weight_total, const double *lse, const double *s,

@@ -3,9 +3,9 @@
 Short rows are computed in transposed blocks (one row per vector lane), longer ones row by
 row; the switch is a class-count threshold (``set_block_max_classes``). Blocks are transposed
 in register tiles or with gather instructions where the build has them, or with scalar loops
-(``set_tiles``, ``set_gathers``). Here every function runs with each shape forced, over class counts around the thresholds and over partial
-blocks, strided rows and special values, against the float64 slow twins, and the two shapes
-agree with each other to rounding.
+(``set_tiles``, ``set_gathers``). Here every function runs with each shape forced, over class
+counts around the thresholds and over partial blocks, strided rows and special values,
+against the float64 slow twins, and the two shapes agree with each other to rounding.
 """
 import numpy as np
 import pytest
