@@ -39,7 +39,7 @@ from _rowops cimport (
     floating, row_max, has_nan, expstore, sumexp_below, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
     FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
-    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_ROWS_SUB, fx_blk_log, fx_blk_flat_index,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_flat_index,
     fx_blk_expand_index, rows_sub, blk_load_max,
     blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub, blk_xent_coefs,
 )
@@ -249,8 +249,9 @@ cdef inline Py_ssize_t block_rows(Py_ssize_t nc, bint writes) noexcept nogil:
 
 
 cdef object flat_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld_out):
-    """The index of fx_blk_store for blocks written to contiguous rows, else None."""
-    if nb == 0 or ld_out != nc:
+    """The index of fx_blk_store's gathers for blocks written to contiguous rows, else None
+    (also where the register tiles do the store)."""
+    if nb == 0 or ld_out != nc or (FX_HAS_TILES and fx_use_tiles):
         return None
     flat = np.empty(FX_LANES * nc, dtype=np.int32)
     cdef int32_t[::1] view = flat
@@ -262,7 +263,7 @@ cdef object expand_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld, Py_ssize_t
                          Py_ssize_t itemsize):
     """The index of ``rows_sub`` for blocks of contiguous rows read and written where the
     build has it, else None (log_softmax then transposes back)."""
-    if nb == 0 or ld != nc or ld_out != nc or not FX_HAS_ROWS_SUB or not fx_use_tiles:
+    if nb == 0 or ld != nc or ld_out != nc or not (FX_HAS_TILES and fx_use_tiles):
         return None
     cdef int width = 64 // itemsize
     expand = np.empty(width * nc, dtype=np.int32)

@@ -207,7 +207,7 @@ cdef extern from "fx_blockops.h" nogil:
     void fx_blk_log(const double *s, Py_ssize_t nr, double *out)
     void fx_blk_flat_index(Py_ssize_t nc, int32_t *flat)
     void fx_blk_expand_index(Py_ssize_t nc, int width, int32_t *expand)
-    bint FX_HAS_ROWS_SUB
+    bint FX_HAS_TILES
     void fx_rows_sub_f(const float *x, Py_ssize_t nr, Py_ssize_t nc, const double *c, float *y,
                        const int32_t *expand)
     void fx_rows_sub_d(const double *x, Py_ssize_t nr, Py_ssize_t nc, const double *c,

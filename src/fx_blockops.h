@@ -102,6 +102,7 @@ static inline void fx_gather_d(const double *base, const int32_t *idx, double *o
 static int fx_use_tiles = 1;
 
 #if defined(__AVX512F__)
+#define FX_HAS_TILES 1                  /* the tiles, and fx_rows_sub_* below */
 #define FX_TILE_N(T) (64 / (int)sizeof(T))
 
 /* r[i] lane j <-> r[j] lane i, for 16 x 16 floats. */
@@ -213,7 +214,6 @@ static inline void fx_tile_store_d(const double *bt, int nj, double *y, ptrdiff_
    for every 16 rows of floats) with two permutes per vector. `expand` (fx_blk_expand_index)
    gives, for each of the nc vectors that a group of one vector's width of rows fills, the
    row within the group of each lane. */
-#define FX_HAS_ROWS_SUB 1
 static inline void fx_rows_sub_f(const float *x, ptrdiff_t nr, ptrdiff_t nc, const double *c,
                                  float *y, const int32_t *expand)
 {
@@ -263,6 +263,7 @@ static inline void fx_rows_sub_d(const double *x, ptrdiff_t nr, ptrdiff_t nc, co
     }
 }
 #else
+#define FX_HAS_TILES 0                  /* log_softmax transposes back */
 #define FX_TILE_N(T) 0                  /* no tiles: gathers or the scalar loops */
 static inline void fx_tile_load_f(const float *x, ptrdiff_t ld, int nj, float *bt)
 {
@@ -280,7 +281,6 @@ static inline void fx_tile_store_d(const double *bt, int nj, double *y, ptrdiff_
 {
     (void)bt; (void)nj; (void)y; (void)ld;
 }
-#define FX_HAS_ROWS_SUB 0               /* log_softmax transposes back instead */
 static inline void fx_rows_sub_f(const float *x, ptrdiff_t nr, ptrdiff_t nc, const double *c,
                                  float *y, const int32_t *expand)
 {

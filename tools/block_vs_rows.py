@@ -1,0 +1,65 @@
+"""Time the block kernels against the row kernels at the same class counts, for tuning the
+block thresholds (``set_block_max_classes``; docs/performance.md, v9).
+
+Both kernel shapes are timed in one process, alternating round by round, on the kernel
+drivers with pre-allocated outputs and one thread. Each cell is the median over rounds of
+the rows' time divided by the blocks': above 1, blocks are faster.
+
+Usage::
+
+    python tools/block_vs_rows.py                          # float32, C = 24..80
+    python tools/block_vs_rows.py --dtype float64 --classes 10,16,24,32
+"""
+import argparse
+import timeit
+
+import numpy as np
+
+from fastxent._dispatch import kernels
+
+BLOCKS = (128, 128)     # every C <= 128 in blocks
+ROWS = (0, 0)           # always row by row
+
+
+def drivers(x, labels):
+    """The kernel drivers of the five ops on ``x``, outputs allocated once."""
+    out, lse, loss = np.empty_like(x), np.empty(len(x), x.dtype), np.empty(len(x))
+    return {
+        "logsumexp": lambda: kernels.logsumexp_rows(x, lse, 1),
+        "softmax": lambda: kernels.softmax_rows(x, out, 1),
+        "log_softmax": lambda: kernels.log_softmax_rows(x, out, 1),
+        "cross_entropy": lambda: kernels.xent_index_rows(x, labels, None, -100, 0.0, loss,
+                                                         None, None, 1.0, 1),
+        "ce_grad": lambda: kernels.xent_index_rows(x, labels, None, -100, 0.0, loss, out,
+                                                   None, 1.0, 1),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--classes", default="24,32,40,48,56,64,80")
+    parser.add_argument("--elements", type=int, default=1_600_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    for c in (int(v) for v in args.classes.split(",")):
+        n = args.elements // c
+        x = rng.standard_normal((n, c)).astype(args.dtype)
+        fns = drivers(x, rng.integers(0, c, n))
+        times = {name: {"blocks": [], "rows": []} for name in fns}
+        for _ in range(args.rounds):
+            for shape, limits in (("blocks", BLOCKS), ("rows", ROWS)):
+                previous = kernels.set_block_max_classes(*limits)
+                try:
+                    for name, fn in fns.items():
+                        times[name][shape].append(min(timeit.repeat(fn, number=5, repeat=1)) / 5)
+                finally:
+                    kernels.set_block_max_classes(*previous)
+        cells = "  ".join(f"{name} {np.median(t['rows']) / np.median(t['blocks']):.2f}"
+                          for name, t in times.items())
+        print(f"C={c} {args.dtype} rows/blocks: {cells}")
+
+
+if __name__ == "__main__":
+    main()
