@@ -202,20 +202,35 @@ cdef inline double row_xent_prob(
 # log included, a vector operation across rows.
 
 # The largest class counts computed in blocks, for the kernels that only read a row and for
-# those that also write one (transposing the output back costs more); measured in
-# docs/performance.md.
-cdef Py_ssize_t block_max_classes_read = 48
-cdef Py_ssize_t block_max_classes_write = 31
+# those that also write one (transposing the output back costs more), per row type: index 0
+# float32, 1 float64. A float64 block holds half the rows per vector and its row passes half
+# the elements per chunk, so it crosses over to rows earlier. Measured with
+# tools/block_vs_rows.py (docs/performance.md, session 7).
+cdef Py_ssize_t block_max_classes_read[2]
+cdef Py_ssize_t block_max_classes_write[2]
+block_max_classes_read[0], block_max_classes_read[1] = 56, 48
+block_max_classes_write[0], block_max_classes_write[1] = 40, 28
+
+
+def _per_dtype(limit):
+    """``(float32, float64)`` class counts from one count or a pair, each clipped to
+    [0, FX_BLOCK_CLASSES]."""
+    pair = tuple(limit) if isinstance(limit, (tuple, list)) else (limit, limit)
+    if len(pair) != 2:
+        raise ValueError(f"expected one class count or a (float32, float64) pair, got {limit!r}")
+    return tuple(max(0, min(int(v), <Py_ssize_t>FX_BLOCK_CLASSES)) for v in pair)
 
 
 def set_block_max_classes(read, write):
     """Set the largest class counts computed in blocks (each at most FX_BLOCK_CLASSES; 0:
-    never) and return the previous pair. For the tests, which check both kernel shapes, and
-    for tuning."""
-    global block_max_classes_read, block_max_classes_write
-    previous = block_max_classes_read, block_max_classes_write
-    block_max_classes_read = max(0, min(<Py_ssize_t>read, <Py_ssize_t>FX_BLOCK_CLASSES))
-    block_max_classes_write = max(0, min(<Py_ssize_t>write, <Py_ssize_t>FX_BLOCK_CLASSES))
+    never), for the kernels that only read rows and for those that write them. Each is one
+    count for both row types or a ``(float32, float64)`` pair. Returns the previous settings
+    as two pairs, which ``set_block_max_classes(*previous)`` restores. For the tests, which
+    check both kernel shapes, and for tuning."""
+    previous = ((block_max_classes_read[0], block_max_classes_read[1]),
+                (block_max_classes_write[0], block_max_classes_write[1]))
+    block_max_classes_read[0], block_max_classes_read[1] = _per_dtype(read)
+    block_max_classes_write[0], block_max_classes_write[1] = _per_dtype(write)
     return previous
 
 
@@ -240,10 +255,12 @@ def set_tiles(on):
     return previous
 
 
-cdef inline Py_ssize_t block_rows(Py_ssize_t nc, bint writes) noexcept nogil:
-    """Rows per block for ``nc`` classes, or 0 where rows are long enough for the row
-    kernels. ``writes``: the kernel writes rows (softmax, gradients)."""
-    if nc < 1 or nc > (block_max_classes_write if writes else block_max_classes_read):
+cdef inline Py_ssize_t block_rows(Py_ssize_t nc, bint writes,
+                                  Py_ssize_t itemsize) noexcept nogil:
+    """Rows per block for ``nc`` classes of ``itemsize`` bytes, or 0 where rows are long
+    enough for the row kernels. ``writes``: the kernel writes rows (softmax, gradients)."""
+    cdef int t = 0 if itemsize == 4 else 1
+    if nc < 1 or nc > (block_max_classes_write[t] if writes else block_max_classes_read[t]):
         return 0
     return FX_LANES
 
@@ -623,7 +640,8 @@ cdef void group_xent_index(
 # item size. The block drivers loop over blocks of ``nb`` rows, the others over rows.
 
 def logsumexp_rows(const floating[:, :] x, floating[::1] out, int n_threads):
-    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n, False)
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t nb = block_rows(n, False, sizeof(floating))
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
@@ -639,7 +657,8 @@ def logsumexp_rows(const floating[:, :] x, floating[::1] out, int n_threads):
 
 
 def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
-    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n, True)
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t nb = block_rows(n, True, sizeof(floating))
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
     cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
@@ -659,7 +678,8 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
 
 
 def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
-    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1], nb = block_rows(n, True)
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t nb = block_rows(n, True, sizeof(floating))
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
     cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
@@ -769,7 +789,7 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
     """Per-row cross-entropy against labels (checked by ``check_labels``) into ``loss_out``;
     with ``grad``, the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
     cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
-    cdef Py_ssize_t nb = block_rows(n, grad is not None)
+    cdef Py_ssize_t nb = block_rows(n, grad is not None, sizeof(floating))
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating), ld_grad = 0
     cdef const double *w = NULL if weight is None else &weight[0]
     cdef const double *rsc = NULL if row_scale is None else &row_scale[0]

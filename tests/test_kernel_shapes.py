@@ -207,3 +207,31 @@ def test_long_rows_loss_gradient_in_blocks(dtype, n, options):
     _, grad = fastxent.cross_entropy_with_grad(long_rows(dtype, n)[2:5], np.array([0, 0, 0]),
                                                reduction="none")
     assert np.isnan(grad).all()
+
+
+def test_block_thresholds_are_per_row_type():
+    """The defaults of docs/performance.md (session 7), one count or a (float32, float64) pair
+    per kernel kind, and a round trip through the returned previous settings."""
+    previous = kernels.set_block_max_classes(7, (9, 11))
+    try:
+        assert previous == ((56, 48), (40, 28))
+        assert kernels.set_block_max_classes(0, 0) == ((7, 7), (9, 11))
+        with pytest.raises(ValueError, match="pair"):
+            kernels.set_block_max_classes((1, 2, 3), 0)
+    finally:
+        kernels.set_block_max_classes(*previous)
+    assert kernels.set_block_max_classes(*previous) == previous
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.float32, "blocks"), (np.float64, "rows")])
+def test_default_kernel_shape_at_40_classes(dtype, shape):
+    """At C = 40 a float32 log_softmax runs in blocks and a float64 one row by row: each gives
+    the bits of its forced shape (the two shapes' results differ in the last bits here)."""
+    x = make_logits(256, 40, dtype)
+    got = fastxent.log_softmax(x)
+    previous = kernels.set_block_max_classes(*(BLOCKS if shape == "blocks" else ROWS))
+    try:
+        forced = fastxent.log_softmax(x)
+    finally:
+        kernels.set_block_max_classes(*previous)
+    np.testing.assert_array_equal(got, forced)

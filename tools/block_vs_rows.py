@@ -1,5 +1,5 @@
 """Time the block kernels against the row kernels at the same class counts, for tuning the
-block thresholds (``set_block_max_classes``; docs/performance.md, v9).
+block thresholds (``set_block_max_classes``; docs/performance.md, v9 and session 7).
 
 Both kernel shapes are timed in one process, alternating round by round, on the kernel
 drivers with pre-allocated outputs and one thread. Each cell is the median over rounds of
