@@ -203,9 +203,8 @@ cdef inline double row_xent_prob(
 
 # The largest class counts computed in blocks, for the kernels that only read a row and for
 # those that also write one (transposing the output back costs more), per row type: index 0
-# float32, 1 float64. A float64 block holds half the rows per vector and its row passes half
-# the elements per chunk, so it crosses over to rows earlier. Measured with
-# tools/block_vs_rows.py (docs/performance.md, session 7).
+# float32, 1 float64. Measured with tools/block_vs_rows.py (docs/performance.md, session 7):
+# float32 blocks win up to about 56 / 40 classes, float64 ones up to about 48 / 28.
 cdef Py_ssize_t block_max_classes_read[2]
 cdef Py_ssize_t block_max_classes_write[2]
 block_max_classes_read[0], block_max_classes_read[1] = 56, 48
