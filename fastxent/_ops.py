@@ -404,14 +404,16 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
                   "weight": w, "grad_output": row_scale}
         grad = v.RowsOut(layout, out, inputs, in_place=("logits",))
 
-    loss_rows = np.empty(layout.n_rows, np.float64)
     n = v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes)
     grad_rows = None if grad is None else grad.rows
     if tgt.is_index:
-        kernel("xent_index_rows", layout.dtype)(
+        # A reduced loss needs no per-row losses: the kernel returns sums of blocks of rows.
+        loss_rows = np.empty(layout.n_rows, np.float64) if reduction == "none" else None
+        partial_sums = kernel("xent_index_rows", layout.dtype)(
             rows, tgt.labels, w, tgt.ignore_index, smoothing, loss_rows, grad_rows, row_scale,
             scale, n)
     else:
+        loss_rows = partial_sums = np.empty(layout.n_rows, np.float64)
         kernel("xent_prob_rows", layout.dtype)(
             rows, tgt.rows, w, smoothing, loss_rows, grad_rows, row_scale, scale, n)
 
@@ -422,7 +424,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
             loss = dtype.type(loss)
     else:
         with np.errstate(over="ignore", invalid="ignore"):   # inf and NaN sums are the answer
-            total = float(loss_rows.sum())  # pairwise, in a fixed order: any n_threads alike
+            total = float(partial_sums.sum())   # pairwise, in a fixed order: any n_threads alike
         if reduction == "mean":
             total = _per_weight(total, tgt.total_weight)
         loss = dtype.type(total)

@@ -235,3 +235,47 @@ def test_default_kernel_shape_at_40_classes(dtype, shape):
     finally:
         kernels.set_block_max_classes(*previous)
     np.testing.assert_array_equal(got, forced)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows, n_classes", [(200, 10), (77, 3), (150, 300), (5, 2000)])
+@pytest.mark.parametrize("with_grad", [False, True], ids=["loss", "loss+grad"])
+def test_reduced_loss_is_the_sum_of_block_sums(kernel_shape, dtype, n_rows, n_classes,
+                                               with_grad):
+    """A reduced cross-entropy adds up the kernel's sums of consecutive blocks (or groups) of
+    rows, never forming the per-row losses: each sum is its rows' losses added in a fixed
+    order, the same with or without per-row output and for any n_threads, and the public
+    'sum' is their pairwise total."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((n_rows, n_classes)) * 3).astype(dtype)
+    labels = rng.integers(0, n_classes, n_rows)
+    labels[::4] = -100
+
+    def driver(per_row, n_threads):
+        grad = np.empty_like(x) if with_grad else None
+        return kernels.xent_index_rows(x, labels, None, -100, 0.0, per_row, grad, None, 1.0,
+                                       n_threads)
+
+    def block_sums(losses, rows_per_sum):
+        """The kernel's order: eight running sums (rows r = k mod 8), added as a tree."""
+        sums = []
+        for start in range(0, len(losses), rows_per_sum):
+            acc = [0.0] * 8
+            for r, loss in enumerate(losses[start:start + rows_per_sum]):
+                acc[r % 8] += loss
+            sums.append(((acc[0] + acc[1]) + (acc[2] + acc[3]))
+                        + ((acc[4] + acc[5]) + (acc[6] + acc[7])))
+        return sums
+
+    per_row = np.full(n_rows, np.nan)
+    sums = driver(per_row, 1)
+    assert 1 <= len(sums) <= n_rows
+    # The block size is the kernel's choice (64 rows, or a group of 1 to 16): one of the sizes
+    # that make this many sums must give exactly these.
+    sizes = [b for b in range(1, n_rows + 1) if -(-n_rows // b) == len(sums)]
+    assert any(block_sums(per_row, b) == list(sums) for b in sizes)
+    for n_threads in (1, 2):
+        np.testing.assert_array_equal(driver(None, n_threads), sums)
+    assert fastxent.cross_entropy(x, labels, reduction="sum") == dtype(sums.sum())
+    np.testing.assert_allclose(sums.sum(), ref.cross_entropy(
+        x.astype(np.float64), labels, reduction="sum"), rtol=TOL[dtype])

@@ -77,12 +77,15 @@ def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0, threads=1):
     lse_rows, softmax_rows = get("logsumexp_rows"), get("softmax_rows")
     log_softmax_rows, xent = get("log_softmax_rows"), get("xent_index_rows")
     t = threads
+    # The current build sums the losses of a reduced loss per block (no per-row losses, as
+    # cross_entropy(reduction='mean') calls it); an older build needs the per-row array.
+    rows_loss = loss if module is not None else None
     return {
         "logsumexp": lambda: lse_rows(x, lse, t),
         "softmax": lambda: softmax_rows(x, out, t),
         "log_softmax": lambda: log_softmax_rows(x, out, t),
-        "cross_entropy": lambda: xent(x, labels, None, -100, 0.0, loss, None, None, 1.0, t),
-        "ce_grad": lambda: xent(x, labels, None, -100, 0.0, loss, out, None, 1.0, t),
+        "cross_entropy": lambda: xent(x, labels, None, -100, 0.0, rows_loss, None, None, 1.0, t),
+        "ce_grad": lambda: xent(x, labels, None, -100, 0.0, rows_loss, out, None, 1.0, t),
     }
 
 
