@@ -820,6 +820,7 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
     blocks and groups depend on the shape only, not on ``n_threads``."""
     cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
     cdef Py_ssize_t nb = block_rows(n, grad is not None, sizeof(floating))
+    cdef bint in_blocks = nb != 0
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating), ld_grad = 0
     cdef const double *w = NULL if weight is None else &weight[0]
     cdef const double *rsc = NULL if row_scale is None else &row_scale[0]
@@ -836,11 +837,11 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
         ld_grad = grad.strides[0] // sizeof(floating)
         flat = flat_index(nb, n, ld_grad)
         flat_ptr = NULL if flat is None else &flat[0]
-    if not nb:
+    if not in_blocks:
         nb = group_rows(n)
     sums_array = np.empty((n_rows + nb - 1) // nb, np.float64)
     cdef double[::1] sums = sums_array
-    if block_rows(n, with_grad, sizeof(floating)):
+    if in_blocks:
         for i in prange(sums.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
             r0 = i * nb
             block_xent_index(&x[r0, 0], ld, min(nb, n_rows - r0), n, &labels[r0],
