@@ -1,0 +1,44 @@
+"""Call one kernel driver in a loop, for a profiler to sample (docs/performance.md, session 8).
+
+Usage::
+
+    perf record -e cpu-clock -F 5000 -o /tmp/perf.data \\
+        python tools/kernel_loop.py ce_grad --shape 65536x10 --seconds 4
+    perf report -i /tmp/perf.data --stdio --sort symbol
+    perf annotate -i /tmp/perf.data --stdio -s <symbol>
+
+The drivers and their arguments are those of ``tools/time_kernels.py`` (one thread, outputs
+allocated once, standard-normal logits); the last line printed is the time per call.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from time_kernels import kernel_calls  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("op", choices=["logsumexp", "softmax", "log_softmax", "cross_entropy",
+                                       "ce_grad"])
+    parser.add_argument("--shape", default="65536x10")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args(argv)
+    n, c = (int(s) for s in args.shape.split("x"))
+    call = kernel_calls(n, c, np.dtype(args.dtype))[args.op]
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.seconds:
+        call()
+        calls += 1
+    ms = (time.perf_counter() - t0) / calls * 1e3
+    print(f"{args.op} {args.shape} {args.dtype}: {ms:.3f} ms per call, {calls} calls")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
