@@ -1,14 +1,14 @@
 """What ``cross_entropy_with_grad`` costs beyond its kernel, step by step (docs/performance.md,
 session 7).
 
-Times, interleaved in one process (best of 15 rounds of 20 calls, one thread, ``out=``
-pre-allocated): the public call; its validation alone; validation and the kernel; those and
+Times, interleaved in one process (best of 15 rounds of 20 calls, one thread unless
+``--threads``, ``out=`` pre-allocated): the public call; its validation alone; validation and the kernel; those and
 the sum of the kernel's block sums of the losses; the kernel driver alone; and the driver
 also writing per-row losses (as the public call did before the sums moved into the kernel,
 session 8). The differences say where the time between the kernel and the public call goes.
 Usage::
 
-    python tools/api_overhead.py [--shape 65536x10] [--dtype float32]
+    python tools/api_overhead.py [--shape 65536x10] [--dtype float32] [--threads 1]
 """
 import argparse
 import timeit
@@ -21,7 +21,7 @@ from fastxent import _validate as v
 from fastxent._dispatch import kernel
 
 
-def calls(x, labels, out):
+def calls(x, labels, out, threads=1):
     """``{name: zero-argument call}``: the public call, its steps cumulatively, the kernel."""
     xent = kernel("xent_index_rows", x.dtype)
     loss = np.empty(len(x))
@@ -33,7 +33,7 @@ def calls(x, labels, out):
         rows = layout.rows(x)
         grad = v.RowsOut(layout, out, {"logits": rows, "target": target.labels},
                          in_place=("logits",))
-        n = v.resolve_n_threads(1, layout.n_rows * layout.n_classes)
+        n = v.resolve_n_threads(threads, layout.n_rows * layout.n_classes)
         if last == "validation":
             return None
         sums = xent(rows, target.labels, weight, target.ignore_index, 0.0, None, grad.rows,
@@ -45,15 +45,15 @@ def calls(x, labels, out):
         return total / target.total_weight, grad.result()
 
     return {
-        "public call": lambda: fastxent.cross_entropy_with_grad(x, labels, n_threads=1,
+        "public call": lambda: fastxent.cross_entropy_with_grad(x, labels, n_threads=threads,
                                                                 out=out),
         "validation": lambda: steps("validation"),
         "+ kernel": lambda: steps("kernel"),
         "+ loss sum": lambda: steps("all"),
         "kernel alone": lambda: xent(x, labels, None, -100, 0.0, None, out, None,
-                                     1.0 / len(x), 1),
+                                     1.0 / len(x), threads),
         "kernel, per-row losses": lambda: xent(x, labels, None, -100, 0.0, loss, out, None,
-                                               1.0 / len(x), 1),
+                                               1.0 / len(x), threads),
     }
 
 
@@ -62,12 +62,13 @@ def main(argv=None):
     parser.add_argument("--shape", default="65536x10")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     n, c = (int(s) for s in args.shape.split("x"))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c)).astype(args.dtype)
     labels = rng.integers(0, c, n)
-    fns = calls(x, labels, np.empty_like(x))
+    fns = calls(x, labels, np.empty_like(x), args.threads)
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(args.rounds):
         for name, fn in fns.items():
