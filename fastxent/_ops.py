@@ -406,15 +406,14 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
 
     n = v.resolve_n_threads(n_threads, layout.n_rows * layout.n_classes)
     grad_rows = None if grad is None else grad.rows
+    # A reduced loss needs no per-row losses: the kernels return sums of blocks of rows.
+    loss_rows = np.empty(layout.n_rows, np.float64) if reduction == "none" else None
     if tgt.is_index:
-        # A reduced loss needs no per-row losses: the kernel returns sums of blocks of rows.
-        loss_rows = np.empty(layout.n_rows, np.float64) if reduction == "none" else None
         partial_sums = kernel("xent_index_rows", layout.dtype)(
             rows, tgt.labels, w, tgt.ignore_index, smoothing, loss_rows, grad_rows, row_scale,
             scale, n)
     else:
-        loss_rows = partial_sums = np.empty(layout.n_rows, np.float64)
-        kernel("xent_prob_rows", layout.dtype)(
+        partial_sums = kernel("xent_prob_rows", layout.dtype)(
             rows, tgt.rows, w, smoothing, loss_rows, grad_rows, row_scale, scale, n)
 
     dtype = layout.result_dtype

@@ -659,6 +659,23 @@ cdef void group_xent_index(
                 scale_pow2(grad + r * ld_grad, n, pow2[r])
 
 
+cdef void group_xent_prob(
+    const floating *x, Py_ssize_t ld, const floating *t, Py_ssize_t ld_t, Py_ssize_t nr,
+    Py_ssize_t n, const double *weight, double smoothing, floating *grad, Py_ssize_t ld_grad,
+    const double *row_scale, double scale, double *loss, double *loss_sum,
+) noexcept nogil:
+    """``row_xent_prob`` for a group of rows; the losses go to ``loss`` (per row) and their
+    sum to ``loss_sum[0]``, as in ``group_xent_index``."""
+    cdef double loss_g[GROUP_ROWS]
+    cdef Py_ssize_t r
+    for r in range(nr):
+        loss_g[r] = row_xent_prob(x + r * ld, t + r * ld_t,
+                                  grad + r * ld_grad if grad != NULL else NULL, n, weight,
+                                  smoothing, scale if row_scale == NULL else row_scale[r])
+    memset(loss_g + nr, 0, (GROUP_ROWS - nr) * sizeof(double))
+    store_losses(loss_g, nr, GROUP_ROWS, loss, loss_sum)
+
+
 # ---------------------------------------------------------------------------------- drivers
 # Each takes validated arrays of one dtype and the number of threads to use.
 
@@ -864,17 +881,28 @@ def xent_prob_rows(const floating[:, :] x, const floating[:, :] target,
                    const double[::1] weight, double smoothing, double[::1] loss_out,
                    floating[:, :] grad, const double[::1] row_scale, double scale,
                    int n_threads):
-    """Per-row cross-entropy against class probabilities into ``loss_out``; with ``grad``,
-    the gradient times ``row_scale[i]`` (or ``scale`` when it is None)."""
-    cdef Py_ssize_t i, n = x.shape[1]
+    """Cross-entropy of each row against class probabilities; with ``grad``, the gradient
+    times ``row_scale[i]`` (or ``scale`` when it is None). Returns the sums of the losses of
+    consecutive groups of rows, as ``xent_index_rows``; the per-row losses also go to
+    ``loss_out`` unless it is None."""
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t nb = group_rows(n)
+    cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_t = target.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_grad = 0 if grad is None else grad.strides[0] // sizeof(floating)
     cdef const double *w = NULL if weight is None else &weight[0]
-    cdef bint with_grad = grad is not None, per_row = row_scale is not None
-    cdef floating *g
-    cdef double r
-    for i in prange(x.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
-        g = &grad[i, 0] if with_grad else NULL
-        r = row_scale[i] if per_row else scale
-        loss_out[i] = row_xent_prob(&x[i, 0], &target[i, 0], g, n, w, smoothing, r)
+    cdef const double *rsc = NULL if row_scale is None else &row_scale[0]
+    cdef double *per_row = NULL if loss_out is None else &loss_out[0] if n_rows else NULL
+    cdef bint with_grad = grad is not None
+    sums_array = np.empty((n_rows + nb - 1) // nb, np.float64)
+    cdef double[::1] sums = sums_array
+    for i in prange(sums.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
+        r0 = i * nb
+        group_xent_prob(&x[r0, 0], ld, &target[r0, 0], ld_t, min(nb, n_rows - r0), n, w,
+                        smoothing, &grad[r0, 0] if with_grad else NULL, ld_grad,
+                        rsc + r0 if rsc != NULL else NULL, scale,
+                        per_row + r0 if per_row != NULL else NULL, &sums[i])
+    return sums_array
 
 
 def exp_rows(const floating[:, :] x, floating[:, :] out, bint nonpositive):

@@ -240,8 +240,9 @@ def test_default_kernel_shape_at_40_classes(dtype, shape):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows, n_classes", [(200, 10), (77, 3), (150, 300), (5, 2000)])
 @pytest.mark.parametrize("with_grad", [False, True], ids=["loss", "loss+grad"])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
 def test_reduced_loss_is_the_sum_of_block_sums(kernel_shape, dtype, n_rows, n_classes,
-                                               with_grad):
+                                               with_grad, target_kind):
     """A reduced cross-entropy adds up the kernel's sums of consecutive blocks (or groups) of
     rows, never forming the per-row losses: each sum is its rows' losses added in a fixed
     order, the same with or without per-row output and for any n_threads, and the public
@@ -250,9 +251,14 @@ def test_reduced_loss_is_the_sum_of_block_sums(kernel_shape, dtype, n_rows, n_cl
     x = (rng.standard_normal((n_rows, n_classes)) * 3).astype(dtype)
     labels = rng.integers(0, n_classes, n_rows)
     labels[::4] = -100
+    if target_kind == "prob":
+        labels = rng.dirichlet(np.ones(n_classes), n_rows).astype(dtype)
 
     def driver(per_row, n_threads):
         grad = np.empty_like(x) if with_grad else None
+        if target_kind == "prob":
+            return kernels.xent_prob_rows(x, labels, None, 0.0, per_row, grad, None, 1.0,
+                                          n_threads)
         return kernels.xent_index_rows(x, labels, None, -100, 0.0, per_row, grad, None, 1.0,
                                        n_threads)
 

@@ -8,6 +8,7 @@ are timed interleaved: best of ``--rounds`` rounds of 10 calls. Usage::
 
     git worktree add /tmp/prev HEAD~1 && (cd /tmp/prev && python setup.py build_ext --inplace)
     python tools/api_against.py /tmp/prev [--shape 65536x10] [--dtype float32] [--threads 1]
+        [--target index|prob]
 
 Prints, per function, both times and the ratio other / current (> 1: this checkout faster).
 """
@@ -46,12 +47,16 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--target", choices=["index", "prob"], default="index",
+                        help="class indices, or class probabilities")
     args = parser.parse_args(argv)
     other = import_other(args.checkout)
     n, c = (int(s) for s in args.shape.split("x"))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c)).astype(args.dtype)
     labels = rng.integers(0, c, n)
+    if args.target == "prob":
+        labels = rng.dirichlet(np.ones(c), n).astype(args.dtype)
     out = np.empty_like(x)
     calls = {}
     for name, module in (("current", fastxent), ("other", other)):
