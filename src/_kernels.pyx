@@ -42,6 +42,7 @@ from _rowops cimport (
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_flat_index,
     fx_blk_expand_index, rows_sub, blk_load_max,
     blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub, blk_xent_coefs,
+    blk_coef_sums, blk_axpc,
 )
 
 cdef extern from "fx_blockops.h" nogil:
@@ -433,6 +434,55 @@ cdef void block_xent_index(
         for r in range(nr):
             if pow2[r] != 0:
                 scale_pow2(grad + r * ld_grad, nc, pow2[r])
+
+
+cdef void block_xent_prob(
+    const floating *x, Py_ssize_t ld, const floating *t, Py_ssize_t ld_t, Py_ssize_t nr,
+    Py_ssize_t nc, const double *weight, double smoothing, floating *grad, Py_ssize_t ld_grad,
+    const int32_t *flat, const double *row_scale, double scale, double *loss,
+    double *loss_sum,
+) noexcept nogil:
+    """``group_xent_prob`` for a block of rows: the logits and the targets transposed, every
+    sum, the log and the gradient a vector operation across rows. A block with a gradient
+    coefficient past the row type's limit (rare) is redone row by row, which scales such rows
+    by a power of two; nothing has been written by then, so ``grad`` may be ``x``."""
+    cdef floating bt[FX_BLOCK_ELEMS]
+    cdef floating tt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef floating t_max[FX_LANES]
+    cdef floating alpha[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef int t_nan[FX_LANES]
+    cdef double s[FX_LANES]
+    cdef double lse[FX_LANES]
+    cdef double sum_c[FX_LANES]
+    cdef double sum_cx[FX_LANES]
+    cdef double rs[FX_LANES]
+    cdef double loss_b[FX_LANES]
+    cdef double a = 1.0 - smoothing, b = smoothing / nc, coef
+    cdef double limit = COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE
+    cdef bint over = False
+    cdef Py_ssize_t r
+    blk_load_max(x, ld, nr, nc, bt, m, nan)
+    blk_load_max(t, ld_t, nr, nc, tt, t_max, t_nan)     # the targets (their max unused)
+    blk_coef_sums(bt, tt, nc, weight, a, b, sum_c, sum_cx)
+    blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
+    fx_blk_log(s, FX_LANES, lse)
+    blk_lse(m, nan, lse, lse)
+    for r in range(FX_LANES):           # padding rows: zero loss and coefficients
+        loss_b[r] = sum_c[r] * lse[r] - sum_cx[r] if r < nr else 0.0
+        rs[r] = (scale if row_scale == NULL else row_scale[r]) if r < nr else 0.0
+        coef = rs[r] * sum_c[r] / s[r]
+        alpha[r] = <floating>coef
+        over |= fabs(coef) > limit and isfinite(coef)
+    if grad != NULL and over:
+        for r in range(nr):
+            loss_b[r] = row_xent_prob(x + r * ld, t + r * ld_t, grad + r * ld_grad, nc,
+                                      weight, smoothing, rs[r])
+    elif grad != NULL:
+        blk_axpc(bt, tt, nc, weight, alpha, rs, a, b)
+        blk_store(bt, nr, nc, grad, ld_grad, flat)
+    store_losses(loss_b, nr, FX_LANES, loss, loss_sum)
 
 
 # ------------------------------------------------------------------------- groups of rows
@@ -883,10 +933,11 @@ def xent_prob_rows(const floating[:, :] x, const floating[:, :] target,
                    int n_threads):
     """Cross-entropy of each row against class probabilities; with ``grad``, the gradient
     times ``row_scale[i]`` (or ``scale`` when it is None). Returns the sums of the losses of
-    consecutive groups of rows, as ``xent_index_rows``; the per-row losses also go to
-    ``loss_out`` unless it is None."""
+    consecutive blocks or groups of rows, as ``xent_index_rows`` (the same kernel shapes and
+    thresholds); the per-row losses also go to ``loss_out`` unless it is None."""
     cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
-    cdef Py_ssize_t nb = group_rows(n)
+    cdef Py_ssize_t nb = block_rows(n, grad is not None, sizeof(floating))
+    cdef bint in_blocks = nb != 0
     cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_t = target.strides[0] // sizeof(floating)
     cdef Py_ssize_t ld_grad = 0 if grad is None else grad.strides[0] // sizeof(floating)
@@ -894,8 +945,23 @@ def xent_prob_rows(const floating[:, :] x, const floating[:, :] target,
     cdef const double *rsc = NULL if row_scale is None else &row_scale[0]
     cdef double *per_row = NULL if loss_out is None else &loss_out[0] if n_rows else NULL
     cdef bint with_grad = grad is not None
+    cdef int32_t[::1] flat = None
+    cdef const int32_t *flat_ptr = NULL
+    if with_grad and in_blocks:
+        flat = flat_index(nb, n, ld_grad)
+        flat_ptr = NULL if flat is None else &flat[0]
+    if not in_blocks:
+        nb = group_rows(n)
     sums_array = np.empty((n_rows + nb - 1) // nb, np.float64)
     cdef double[::1] sums = sums_array
+    if in_blocks:
+        for i in prange(sums.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
+            r0 = i * nb
+            block_xent_prob(&x[r0, 0], ld, &target[r0, 0], ld_t, min(nb, n_rows - r0), n, w,
+                            smoothing, &grad[r0, 0] if with_grad else NULL, ld_grad, flat_ptr,
+                            rsc + r0 if rsc != NULL else NULL, scale,
+                            per_row + r0 if per_row != NULL else NULL, &sums[i])
+        return sums_array
     for i in prange(sums.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
         r0 = i * nb
         group_xent_prob(&x[r0, 0], ld, &target[r0, 0], ld_t, min(nb, n_rows - r0), n, w,

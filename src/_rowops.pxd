@@ -241,6 +241,14 @@ cdef extern from "fx_blockops.h" nogil:
                             Py_ssize_t nc, double smoothing, double weight_total,
                             const double *lse, const double *s, const double *wx, double limit,
                             double *loss, double *alpha, double *beta, double *gamma)
+    void fx_blk_coef_sums_f(const float *bt, const float *tt, Py_ssize_t nc, const double *w,
+                            double a, double b, double *sum_c, double *sum_cx)
+    void fx_blk_coef_sums_d(const double *bt, const double *tt, Py_ssize_t nc, const double *w,
+                            double a, double b, double *sum_c, double *sum_cx)
+    void fx_blk_axpc_f(float *et, const float *tt, Py_ssize_t nc, const double *w,
+                       const float *alpha, const double *rs, double a, double b)
+    void fx_blk_axpc_d(double *et, const double *tt, Py_ssize_t nc, const double *w,
+                       const double *alpha, const double *rs, double a, double b)
     void fx_blk_sub_f(const float *bt, Py_ssize_t nc, const double *c, float *yt)
     void fx_blk_sub_d(const double *bt, Py_ssize_t nc, const double *c, double *yt)
 
@@ -328,3 +336,21 @@ cdef inline void blk_sub(const floating *bt, Py_ssize_t nc, const double *c,
         fx_blk_sub_f(bt, nc, c, yt)
     else:
         fx_blk_sub_d(bt, nc, c, yt)
+
+
+cdef inline void blk_coef_sums(const floating *bt, const floating *tt, Py_ssize_t nc,
+                               const double *w, double a, double b, double *sum_c,
+                               double *sum_cx) noexcept nogil:
+    if floating is float:
+        fx_blk_coef_sums_f(bt, tt, nc, w, a, b, sum_c, sum_cx)
+    else:
+        fx_blk_coef_sums_d(bt, tt, nc, w, a, b, sum_c, sum_cx)
+
+
+cdef inline void blk_axpc(floating *et, const floating *tt, Py_ssize_t nc, const double *w,
+                          const floating *alpha, const double *rs, double a,
+                          double b) noexcept nogil:
+    if floating is float:
+        fx_blk_axpc_f(et, tt, nc, w, alpha, rs, a, b)
+    else:
+        fx_blk_axpc_d(et, tt, nc, w, alpha, rs, a, b)

@@ -210,6 +210,46 @@ static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, c
     }
 }
 
+/* The probability-target coefficients c = w[j] (a t + b) of each row of a block (fx_coef_sums
+   of fx_rowops_impl.h across the rows of a block): sum_c[r] = sum_j c, sum_cx[r] = sum_j c x,
+   in double. tt is the block of targets, transposed as bt (w NULL: 1). */
+static inline void FX_NAME(fx_blk_coef_sums)(const FX_T *bt, const FX_T *tt, ptrdiff_t nc,
+                                             const double *w, double a, double b,
+                                             double *sum_c, double *sum_cx)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        sum_c[r] = 0.0;
+        sum_cx[r] = 0.0;
+    }
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        double wj = w == NULL ? 1.0 : w[j];
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            double c = (a * (double)tt[j * FX_LANES + r] + b) * wj;
+            sum_c[r] += c;
+            sum_cx[r] += c * (double)bt[j * FX_LANES + r];
+        }
+    }
+}
+
+/* et = alpha[r] * et - rs[r] c with c = w[j] (a t + b): the probability-target gradient of a
+   block, as fx_axpc does for a row. */
+static inline void FX_NAME(fx_blk_axpc)(FX_T *et, const FX_T *tt, ptrdiff_t nc,
+                                        const double *w, const FX_T *alpha, const double *rs,
+                                        double a, double b)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        double wj = w == NULL ? 1.0 : w[j];
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            et[j * FX_LANES + r] = (FX_T)((double)(alpha[r] * et[j * FX_LANES + r])
+                                          - rs[r] * ((a * (double)tt[j * FX_LANES + r] + b)
+                                                     * wj));
+        }
+    }
+}
+
 /* yt = x - c[r] for double c, yt may be bt: as fx_sub, with c[r] split into hi + lo. */
 static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nc, const double *c, FX_T *yt)
 {

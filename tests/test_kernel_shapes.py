@@ -79,19 +79,27 @@ def test_forward_functions(kernel_shape, dtype, n_rows, n_classes):
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2},
                                      {"weight": "w", "label_smoothing": 0.1},
                                      {"reduction": "none", "grad_output": "g"}])
-def test_cross_entropy(kernel_shape, dtype, n_rows, n_classes, options):
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+def test_cross_entropy(kernel_shape, dtype, n_rows, n_classes, options, target_kind):
     rng = np.random.default_rng(1)
     x = make_logits(n_rows, n_classes, dtype)
     x[1 % n_rows] = np.nan                      # ignored below: must give exact zeros
     target = rng.integers(0, n_classes, n_rows)
     target[::5] = -100
     target[1 % n_rows] = -100
+    if target_kind == "prob":                   # rows with a non-finite logit dropped below
+        target = np.where((target == -100)[:, None], -100,
+                          rng.dirichlet(np.ones(n_classes), n_rows)).astype(dtype)
     kw = dict(options)
     if kw.get("weight") == "w":
         kw["weight"] = rng.uniform(0.5, 2.0, n_classes)
     if kw.get("grad_output") == "g":
         kw["grad_output"] = rng.standard_normal(n_rows)
-    clean = np.isfinite(x).all(axis=1) | (target == -100)
+    if target_kind == "prob":
+        clean = np.isfinite(x).all(axis=1)
+        target[target == -100] = 1.0 / n_classes
+    else:
+        clean = np.isfinite(x).all(axis=1) | (target == -100)
     x, target = x[clean], target[clean]
     go = kw.pop("grad_output", None)
     want_loss, want_grad = ref.cross_entropy_with_grad(x.astype(np.float64), target,
@@ -101,7 +109,8 @@ def test_cross_entropy(kernel_shape, dtype, n_rows, n_classes, options):
         x, target, grad_output=None if go is None else go[clean], **kw)
     assert_matches(loss, np.asarray(want_loss), dtype)
     assert_matches(grad, want_grad, dtype)
-    assert np.all(grad[target == -100] == 0)
+    if target_kind == "index":
+        assert np.all(grad[target == -100] == 0)
     assert_matches(fastxent.cross_entropy(x, target, **kw), np.asarray(
         ref.cross_entropy(x.astype(np.float64), target, **kw)), dtype)
 
@@ -285,3 +294,29 @@ def test_reduced_loss_is_the_sum_of_block_sums(kernel_shape, dtype, n_rows, n_cl
     assert fastxent.cross_entropy(x, labels, reduction="sum") == dtype(sums.sum())
     np.testing.assert_allclose(sums.sum(), ref.cross_entropy(
         x.astype(np.float64), labels, reduction="sum"), rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [3, 10, 24])
+def test_probability_targets_special_values_in_both_shapes(dtype, n_classes):
+    """Rows of NaN, +inf, all -inf and some -inf logits against class probabilities: the
+    block kernel gives the row kernel's NaN (and only there) and its values elsewhere, for
+    the losses and the gradient."""
+    x = make_logits(70, n_classes, dtype)
+    t = np.random.default_rng(4).dirichlet(np.ones(n_classes), 70).astype(dtype)
+    t[5, :] = 0.0
+    t[5, 0] = 1.0                                       # one-hot
+    results = {}
+    for shape, limits in (("rows", ROWS), ("blocks", BLOCKS)):
+        previous = kernels.set_block_max_classes(*limits)
+        try:
+            with np.errstate(invalid="ignore"):
+                results[shape] = fastxent.cross_entropy_with_grad(
+                    x, t, reduction="none", label_smoothing=0.1)
+        finally:
+            kernels.set_block_max_classes(*previous)
+    for got, want in zip(results["blocks"], results["rows"]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)],
+                                   rtol=TOL[dtype], atol=TOL[dtype])
+    assert np.isnan(results["blocks"][0][[1, 2, 3]]).all()  # all -inf, a NaN, a +inf
