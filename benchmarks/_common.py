@@ -113,7 +113,7 @@ def make_classes(op_names, namespace):
         op = OPS[name]
         for suffix, base, kind in _KINDS:
             method = _benchmark_method(kind, op.api)
-            cls = type(_camel(op.api) + suffix, (base,),
+            cls = type(_camel(op.title or op.api) + suffix, (base,),
                        {"op": op, method.__name__: method, "__module__": namespace["__name__"],
                         "__doc__": f"{kind} of {base.__name__.strip('_')} {op.api}"})
             namespace[cls.__name__] = cls

@@ -131,6 +131,26 @@ def np_cross_entropy_with_grad(x, t):
     return loss, e
 
 
+def np_cross_entropy_prob(x, p):
+    """Mean cross-entropy of logits ``x`` and class probabilities ``p`` (N x C):
+    ``mean(lse - sum(p x))`` for rows of ``p`` that sum to 1."""
+    return np.mean(np_logsumexp(x) - np.einsum("ij,ij->i", p, x))
+
+
+def np_cross_entropy_prob_with_grad(x, p):
+    """Mean cross-entropy against class probabilities and its gradient
+    ``(softmax(x) - p) / N``; one N x C temporary, updated in place."""
+    n = x.shape[0]
+    m = x.max(axis=1, keepdims=True)
+    e = np.subtract(x, m)
+    np.exp(e, out=e)
+    s = e.sum(axis=1, keepdims=True)
+    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - np.einsum("ij,ij->i", p, x))
+    e *= 1 / (s * n)
+    e -= p / n
+    return loss, e
+
+
 # ------------------------------------------------------------------------------------------
 # Inputs and the table of ops
 # ------------------------------------------------------------------------------------------
@@ -172,6 +192,13 @@ class Data:
     def t(self):
         """Class indices (N,), int64."""
         return self._rng(1).integers(0, self.c, self.n)
+
+    @functools.cached_property
+    def p(self):
+        """Class probabilities (N x C), each row positive and summing to 1: soft labels."""
+        p = self._rng(4).random((self.n, self.c), dtype=self.dtype)
+        p /= p.sum(axis=1, keepdims=True)
+        return p
 
     @functools.cached_property
     def g(self):
@@ -234,6 +261,9 @@ class Op:
         The NumPy formula, called with the same positional and keyword arrays.
     target : float or None
         Speed-up over the best peer that issue 3 asks for (None: no target).
+    title : str or None
+        The name of its asv benchmark classes where ``api`` is not enough (two ops of one
+        function).
     """
 
     name: str
@@ -245,6 +275,7 @@ class Op:
     nc_arrays: int
     numpy: Callable
     target: float | None
+    title: str | None = None
 
     def arguments(self, data):
         """Return ``(args, kwargs)`` of this op for ``data``."""
@@ -271,6 +302,13 @@ OPS = {op.name: op for op in [
        nc_arrays=1, numpy=np_cross_entropy, target=1.5),
     Op("ce_grad", "cross_entropy_with_grad", args=("x", "t"), kwargs=(), out="matrix",
        bound="copy", nc_arrays=2, numpy=np_cross_entropy_with_grad, target=3.0),
+    # Class probabilities (soft labels) as the target: no target of issue 3 asks for them.
+    Op("ce_prob", "cross_entropy", args=("x", "p"), kwargs=(), out=None, bound="read",
+       nc_arrays=2, numpy=np_cross_entropy_prob, target=None,
+       title="cross_entropy_prob"),
+    Op("ce_grad_prob", "cross_entropy_with_grad", args=("x", "p"), kwargs=(), out="matrix",
+       bound="copy", nc_arrays=3, numpy=np_cross_entropy_prob_with_grad, target=None,
+       title="cross_entropy_with_grad_prob"),
     Op("softmax_backward", "softmax_backward", args=("g", "y_softmax"), kwargs=(),
        out="matrix", bound="add", nc_arrays=3, numpy=np_softmax_backward, target=None),
     Op("log_softmax_backward", "log_softmax_backward", args=("g", "y_log_softmax"), kwargs=(),
@@ -551,6 +589,8 @@ class TorchPeer(Peer):
             "log_softmax": lambda x: torch.log_softmax(x, 1),
             "cross_entropy": F.cross_entropy,
             "ce_grad": ce_grad,
+            "ce_prob": F.cross_entropy,         # a float target: class probabilities
+            "ce_grad_prob": ce_grad,
             "softmax_backward": lambda g, y: torch._softmax_backward_data(g, y, 1, y.dtype),
             "log_softmax_backward":
                 lambda g, y: torch._log_softmax_backward_data(g, y, 1, y.dtype),
