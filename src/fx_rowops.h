@@ -185,6 +185,37 @@ FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
         (result) = fx_chunk_sum(acc_);                                            \
     } while (0)
 
+/* FX_ROW_SUM of two terms in one pass: each read of a row serves both sums (the coefficient
+   sums of a probability target read the target for both). */
+#define FX_ROW_SUM2(n, j, TERM1, TERM2, result1, result2)                          \
+    do {                                                                          \
+        double acc1_[FX_CHUNK] = {0}, acc2_[FX_CHUNK] = {0};                      \
+        ptrdiff_t j0_ = 0;                                                        \
+        for (; j0_ + FX_CHUNK <= (n); j0_ += FX_CHUNK) {                          \
+            FX_PRAGMA(omp simd)                                                   \
+            for (int k_ = 0; k_ < FX_CHUNK; ++k_) {                               \
+                const ptrdiff_t j = j0_ + k_;                                     \
+                const int fx_live_ = 1;                                           \
+                acc1_[k_] += (TERM1);                                             \
+                acc2_[k_] += (TERM2);                                             \
+            }                                                                     \
+        }                                                                         \
+        if (j0_ < (n)) {                                                          \
+            const ptrdiff_t base_ = (n) >= FX_CHUNK ? (n) - FX_CHUNK : 0;         \
+            FX_PRAGMA(omp simd)                                                   \
+            for (int k_ = 0; k_ < FX_CHUNK; ++k_) {                               \
+                const ptrdiff_t j = base_ + k_;                                   \
+                const int fx_live_ = j < (n);                                     \
+                const int new_ = fx_live_ && j >= j0_;                            \
+                double t1_ = (TERM1), t2_ = (TERM2);                              \
+                acc1_[k_] += new_ ? t1_ : 0.0;                                    \
+                acc2_[k_] += new_ ? t2_ : 0.0;                                    \
+            }                                                                     \
+        }                                                                         \
+        (result1) = fx_chunk_sum(acc1_);                                          \
+        (result2) = fx_chunk_sum(acc2_);                                          \
+    } while (0)
+
 
 #define FX_T float
 #define FX_NAME(op) op##_f
