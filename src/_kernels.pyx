@@ -192,33 +192,6 @@ cdef inline void scale_pow2(floating *g, Py_ssize_t n, int k) noexcept nogil:
         k -= step
 
 
-cdef inline double row_xent_prob(
-    const floating *x, const floating *t, floating *grad, Py_ssize_t n, const double *weight,
-    double smoothing, double r,
-) noexcept nogil:
-    """Cross-entropy of one row against class probabilities t, and its gradient when ``grad``.
-
-    c = w * ((1 - eps) t + eps/C); loss = sum_j c_j (lse - x_j); gradient r ((sum c) softmax - c).
-    """
-    cdef double m, s, sum_c, sum_cx, big, limit
-    cdef double a = 1.0 - smoothing, b = smoothing / n
-    cdef int k = 0
-    coef_sums(x, t, weight, n, a, b, &sum_c, &sum_cx)
-    if grad == NULL:
-        max_sumexp(x, n, &m, &s)
-    else:
-        m = row_max(x, n)
-        s = expstore(x, grad, n, <floating>m)
-        # The one coefficient in the row type, kept from overflow as in xent_row_coefs.
-        big = fabs(r * sum_c / s)
-        limit = COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE
-        if big > limit and isfinite(big):
-            k = ilogb(big) - ilogb(limit)
-        axpc(grad, t, weight, n, <floating>(ldexp(r, -k) * sum_c / s), ldexp(r, -k), a, b)
-        scale_pow2(grad, n, k)
-    return sum_c * (m + log(s)) - sum_cx
-
-
 # ------------------------------------------------------------------------- blocks of rows
 # Below a few dozen classes a row is too short for the row passes (a chunk of 16 mostly
 # padding, and the per-row max, sum and log dominate). These kernels take a block of
@@ -434,55 +407,6 @@ cdef void block_xent_index(
         for r in range(nr):
             if pow2[r] != 0:
                 scale_pow2(grad + r * ld_grad, nc, pow2[r])
-
-
-cdef void block_xent_prob(
-    const floating *x, Py_ssize_t ld, const floating *t, Py_ssize_t ld_t, Py_ssize_t nr,
-    Py_ssize_t nc, const double *weight, double smoothing, floating *grad, Py_ssize_t ld_grad,
-    const int32_t *flat, const double *row_scale, double scale, double *loss,
-    double *loss_sum,
-) noexcept nogil:
-    """``group_xent_prob`` for a block of rows: the logits and the targets transposed, every
-    sum, the log and the gradient a vector operation across rows. A block with a gradient
-    coefficient past the row type's limit (rare) is redone row by row, which scales such rows
-    by a power of two; nothing has been written by then, so ``grad`` may be ``x``."""
-    cdef floating bt[FX_BLOCK_ELEMS]
-    cdef floating tt[FX_BLOCK_ELEMS]
-    cdef floating m[FX_LANES]
-    cdef floating t_max[FX_LANES]
-    cdef floating alpha[FX_LANES]
-    cdef int nan[FX_LANES]
-    cdef int t_nan[FX_LANES]
-    cdef double s[FX_LANES]
-    cdef double lse[FX_LANES]
-    cdef double sum_c[FX_LANES]
-    cdef double sum_cx[FX_LANES]
-    cdef double rs[FX_LANES]
-    cdef double loss_b[FX_LANES]
-    cdef double a = 1.0 - smoothing, b = smoothing / nc, coef
-    cdef double limit = COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE
-    cdef bint over = False
-    cdef Py_ssize_t r
-    blk_load_max(x, ld, nr, nc, bt, m, nan)
-    blk_load_max(t, ld_t, nr, nc, tt, t_max, t_nan)     # the targets (their max unused)
-    blk_coef_sums(bt, tt, nc, weight, a, b, sum_c, sum_cx)
-    blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
-    fx_blk_log(s, FX_LANES, lse)
-    blk_lse(m, nan, lse, lse)
-    for r in range(FX_LANES):           # padding rows: zero loss and coefficients
-        loss_b[r] = sum_c[r] * lse[r] - sum_cx[r] if r < nr else 0.0
-        rs[r] = (scale if row_scale == NULL else row_scale[r]) if r < nr else 0.0
-        coef = rs[r] * sum_c[r] / s[r]
-        alpha[r] = <floating>coef
-        over |= fabs(coef) > limit and isfinite(coef)
-    if grad != NULL and over:
-        for r in range(nr):
-            loss_b[r] = row_xent_prob(x + r * ld, t + r * ld_t, grad + r * ld_grad, nc,
-                                      weight, smoothing, rs[r])
-    elif grad != NULL:
-        blk_axpc(bt, tt, nc, weight, alpha, rs, a, b)
-        blk_store(bt, nr, nc, grad, ld_grad, flat)
-    store_losses(loss_b, nr, FX_LANES, loss, loss_sum)
 
 
 # ------------------------------------------------------------------------- groups of rows
@@ -714,10 +638,12 @@ cdef void group_xent_prob(
     Py_ssize_t n, const double *weight, double smoothing, floating *grad, Py_ssize_t ld_grad,
     const double *row_scale, double scale, double *loss, double *loss_sum,
 ) noexcept nogil:
-    """``row_xent_prob`` for a group of rows, its steps reordered as ``group_xent_index``'s:
-    the coefficient sums, max and exponentials of every row, then the group's logs as one
-    vector operation, then the losses and gradients. The losses go to ``loss`` (per row) and
-    their sum to ``loss_sum[0]``."""
+    """Cross-entropy of rows against class probabilities t, and its gradient (times the row's
+    scale) when ``grad``: with c = w ((1 - eps) t + eps/C), a row's loss is
+    sum_j c_j (lse - x_j) and its gradient sum(c) softmax - c. In the order of
+    ``group_xent_index``: the coefficient sums, max and exponentials of every row, then the
+    group's logs as one vector operation, then the losses and gradients. The losses go to
+    ``loss`` (per row) and their sum to ``loss_sum[0]``."""
     cdef double loss_g[GROUP_ROWS]
     cdef double m[GROUP_ROWS]
     cdef double s[GROUP_ROWS]
@@ -753,6 +679,61 @@ cdef void group_xent_prob(
         scale_pow2(g, n, k)
     memset(loss_g + nr, 0, (GROUP_ROWS - nr) * sizeof(double))
     store_losses(loss_g, nr, GROUP_ROWS, loss, loss_sum)
+
+
+# The block form of group_xent_prob, after it: a block whose gradient needs rescaling falls
+# back to it.
+
+cdef void block_xent_prob(
+    const floating *x, Py_ssize_t ld, const floating *t, Py_ssize_t ld_t, Py_ssize_t nr,
+    Py_ssize_t nc, const double *weight, double smoothing, floating *grad, Py_ssize_t ld_grad,
+    const int32_t *flat, const double *row_scale, double scale, double *loss,
+    double *loss_sum,
+) noexcept nogil:
+    """``group_xent_prob`` for a block of rows: the logits and the targets transposed, every
+    sum, the log and the gradient a vector operation across rows. A block with a gradient
+    coefficient past the row type's limit (rare) is redone by ``group_xent_prob``, which scales
+    such rows by a power of two; nothing has been written by then, so ``grad`` may be ``x``."""
+    cdef floating bt[FX_BLOCK_ELEMS]
+    cdef floating tt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef floating t_max[FX_LANES]
+    cdef floating alpha[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef int t_nan[FX_LANES]
+    cdef double s[FX_LANES]
+    cdef double lse[FX_LANES]
+    cdef double sum_c[FX_LANES]
+    cdef double sum_cx[FX_LANES]
+    cdef double rs[FX_LANES]
+    cdef double loss_b[FX_LANES]
+    cdef double a = 1.0 - smoothing, b = smoothing / nc, coef
+    cdef double limit = COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE
+    cdef bint over = False
+    cdef Py_ssize_t r
+    blk_load_max(x, ld, nr, nc, bt, m, nan)
+    blk_load_max(t, ld_t, nr, nc, tt, t_max, t_nan)     # the targets (their max unused)
+    blk_coef_sums(bt, tt, nc, weight, a, b, sum_c, sum_cx)
+    blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
+    fx_blk_log(s, FX_LANES, lse)
+    blk_lse(m, nan, lse, lse)
+    for r in range(FX_LANES):           # padding rows: zero loss and coefficients
+        loss_b[r] = sum_c[r] * lse[r] - sum_cx[r] if r < nr else 0.0
+        rs[r] = (scale if row_scale == NULL else row_scale[r]) if r < nr else 0.0
+        coef = rs[r] * sum_c[r] / s[r]
+        alpha[r] = <floating>coef
+        over |= fabs(coef) > limit and isfinite(coef)
+    if grad != NULL and over:
+        r = 0
+        while r < nr:
+            group_xent_prob(x + r * ld, ld, t + r * ld_t, ld_t, min(<Py_ssize_t>GROUP_ROWS,
+                            nr - r), nc, weight, smoothing, grad + r * ld_grad, ld_grad,
+                            rs + r, 0.0, loss_b + r, &coef)
+            r += GROUP_ROWS
+    elif grad != NULL:
+        blk_axpc(bt, tt, nc, weight, alpha, rs, a, b)
+        blk_store(bt, nr, nc, grad, ld_grad, flat)
+    store_losses(loss_b, nr, FX_LANES, loss, loss_sum)
 
 
 # ---------------------------------------------------------------------------------- drivers

@@ -320,3 +320,21 @@ def test_probability_targets_special_values_in_both_shapes(dtype, n_classes):
         np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)],
                                    rtol=TOL[dtype], atol=TOL[dtype])
     assert np.isnan(results["blocks"][0][[1, 2, 3]]).all()  # all -inf, a NaN, a +inf
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e33), (np.float64, 1e304)])
+def test_probability_targets_coefficients_past_the_limit(kernel_shape, dtype, big):
+    """Class weights so large that a row's gradient coefficient sum(c) / s overflows the row
+    type's safe range: the block kernel hands such a block to the group kernel, which scales
+    by powers of two, and both match the float64 twin (the gradient stays finite)."""
+    x = make_logits(70, 10, dtype)[5:]                  # rows of finite logits only
+    t = np.random.default_rng(5).dirichlet(np.ones(10), len(x)).astype(dtype)
+    w = np.ones(10)
+    w[3] = big
+    loss, grad = fastxent.cross_entropy_with_grad(x, t, weight=w, reduction="sum")
+    want_loss, want_grad = ref.cross_entropy_with_grad(x.astype(np.float64), t, weight=w,
+                                                       reduction="sum")
+    assert np.isfinite(grad).all()
+    np.testing.assert_allclose(grad / big, want_grad / big, rtol=TOL[dtype] * 10,
+                               atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(float(loss) / big, float(want_loss) / big, rtol=TOL[dtype])
