@@ -8,14 +8,19 @@ Usage::
     perf annotate -i /tmp/perf.data --stdio -s <symbol>
 
 The drivers and their arguments are those of ``tools/time_kernels.py`` (one thread, outputs
-allocated once, standard-normal logits); the last line printed is the time per call.
+allocated once, standard-normal logits); ``ce_prob`` is the public ``cross_entropy`` against
+class probabilities (session 8's profile of those rows). The last line printed is the time
+per call.
 """
 import argparse
+import functools
 import os
 import sys
 import time
 
 import numpy as np
+
+import fastxent
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from time_kernels import kernel_calls  # noqa: E402
@@ -24,13 +29,19 @@ from time_kernels import kernel_calls  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("op", choices=["logsumexp", "softmax", "log_softmax", "cross_entropy",
-                                       "ce_grad"])
+                                       "ce_grad", "ce_prob"])
     parser.add_argument("--shape", default="65536x10")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args(argv)
     n, c = (int(s) for s in args.shape.split("x"))
-    call = kernel_calls(n, c, np.dtype(args.dtype))[args.op]
+    if args.op == "ce_prob":                # the public loss against class probabilities
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, c)).astype(args.dtype)
+        p = rng.dirichlet(np.ones(c), n).astype(args.dtype)
+        call = functools.partial(fastxent.cross_entropy, x, p, n_threads=1)
+    else:
+        call = kernel_calls(n, c, np.dtype(args.dtype))[args.op]
     calls, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < args.seconds:
         call()
