@@ -253,7 +253,7 @@ class Op:
         Keyword name and :class:`Data` attribute passed by keyword.
     out : {"rows", "matrix", None}
         Shape of the ``out=`` the function accepts: (N,), (N, C) or none.
-    bound : {"read", "copy", "add"}
+    bound : {"read", "read_pair", "copy", "add"}
         The NumPy pass that moves the same N x C bytes (see :func:`bound_callables`).
     nc_arrays : int
         N x C arrays read plus written by a fused kernel (for GB/s).
@@ -303,11 +303,11 @@ OPS = {op.name: op for op in [
     Op("ce_grad", "cross_entropy_with_grad", args=("x", "t"), kwargs=(), out="matrix",
        bound="copy", nc_arrays=2, numpy=np_cross_entropy_with_grad, target=3.0),
     # Class probabilities (soft labels) as the target: no target of issue 3 asks for them.
-    Op("ce_prob", "cross_entropy", args=("x", "p"), kwargs=(), out=None, bound="read",
+    Op("ce_prob", "cross_entropy", args=("x", "p"), kwargs=(), out=None, bound="read_pair",
        nc_arrays=2, numpy=np_cross_entropy_prob, target=None,
        title="cross_entropy_prob"),
     Op("ce_grad_prob", "cross_entropy_with_grad", args=("x", "p"), kwargs=(), out="matrix",
-       bound="copy", nc_arrays=3, numpy=np_cross_entropy_prob_with_grad, target=None,
+       bound="add", nc_arrays=3, numpy=np_cross_entropy_prob_with_grad, target=None,
        title="cross_entropy_with_grad_prob"),
     Op("softmax_backward", "softmax_backward", args=("g", "y_softmax"), kwargs=(),
        out="matrix", bound="add", nc_arrays=3, numpy=np_softmax_backward, target=None),
@@ -321,6 +321,7 @@ OPS = {op.name: op for op in [
 
 BOUND_TEXT = {
     "read": "x.max() over the N x C input (read only)",
+    "read_pair": "x.max() and p.max() over the two N x C inputs (read only)",
     "copy": "np.copyto(N x C -> pre-touched N x C)",
     "add": "np.add(a, b, out=c), all N x C (reads 2, writes 1)",
 }
@@ -445,9 +446,10 @@ def bound_callables(kind, data, pair):
 
     Parameters
     ----------
-    kind : {"read", "copy", "add"}
-        ``read``: ``x.max()``; ``copy``: ``np.copyto`` into a pre-touched array;
-        ``add``: ``np.add(a, b, out=c)`` (two N x C inputs read, one written).
+    kind : {"read", "read_pair", "copy", "add"}
+        ``read``: ``x.max()``; ``read_pair``: ``x.max()`` and ``p.max()`` (two N x C inputs
+        read); ``copy``: ``np.copyto`` into a pre-touched array; ``add``:
+        ``np.add(a, b, out=c)`` (two N x C inputs read, one written).
     data : Data
     pair : TwoThreads or None
         When given, also return the pass split in two halves of the elements, run on two
@@ -465,6 +467,7 @@ def bound_callables(kind, data, pair):
 
     passes = {
         "read": (np.ndarray.max, lambda: (data.x,)),
+        "read_pair": (lambda a, b: (a.max(), b.max()), lambda: (data.x, data.p)),
         "copy": (lambda src, dst: np.copyto(dst, src), lambda: (data.x, pre_touched())),
         "add": (lambda a, b, dst: np.add(a, b, out=dst), lambda: (data.x, data.g, pre_touched())),
     }

@@ -707,7 +707,7 @@ cdef void block_xent_prob(
     cdef double sum_cx[FX_LANES]
     cdef double rs[FX_LANES]
     cdef double loss_b[FX_LANES]
-    cdef double a = 1.0 - smoothing, b = smoothing / nc, coef
+    cdef double a = 1.0 - smoothing, b = smoothing / nc, coef, group_sum
     cdef double limit = COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE
     cdef bint over = False
     cdef Py_ssize_t r
@@ -728,7 +728,7 @@ cdef void block_xent_prob(
         while r < nr:
             group_xent_prob(x + r * ld, ld, t + r * ld_t, ld_t, min(<Py_ssize_t>GROUP_ROWS,
                             nr - r), nc, weight, smoothing, grad + r * ld_grad, ld_grad,
-                            rs + r, 0.0, loss_b + r, &coef)
+                            rs + r, 0.0, loss_b + r, &group_sum)
             r += GROUP_ROWS
     elif grad != NULL:
         blk_axpc(bt, tt, nc, weight, alpha, rs, a, b)
