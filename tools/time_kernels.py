@@ -11,6 +11,8 @@ Usage::
     python tools/time_kernels.py                    # float32, C = 100 and 1000, 1.6M elements
     python tools/time_kernels.py --classes 10,100 --dtype float64 --rounds 9
     FASTXENT_ISA=avx2 python tools/time_kernels.py  # another build
+    python tools/time_kernels.py --against fastxent --other-isa avx2    # ISA against ISA
+    python tools/time_kernels.py --ops softmax_backward,log_softmax_backward --classes 10,100
 
 ``--against DIR`` times a second build in the same process, interleaved with the current one:
 the kernel modules (``_kernels_*.so``) of another checkout's build, e.g. the previous commit's,
@@ -46,10 +48,10 @@ void fx_set_csr(unsigned v) { _mm_setcsr(v); }
 """
 
 
-def load_other_build(directory):
-    """The kernel module of the build in ``directory`` for the ISA in use (searched
-    recursively for ``_kernels_<isa>*.so``), loaded beside fastxent's own."""
-    stem = f"_kernels_{_dispatch.ACTIVE}"
+def load_other_build(directory, isa=None):
+    """The kernel module of the build in ``directory`` for ``isa`` (default: the ISA in use),
+    searched recursively for ``_kernels_<isa>*.so``, loaded beside fastxent's own."""
+    stem = f"_kernels_{isa or _dispatch.ACTIVE}"
     for root, _, files in os.walk(directory):
         for name in files:
             if name.startswith(stem + ".") and name.endswith((".so", ".pyd")):
@@ -76,6 +78,9 @@ def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0, threads=1):
 
     lse_rows, softmax_rows = get("logsumexp_rows"), get("softmax_rows")
     log_softmax_rows, xent = get("log_softmax_rows"), get("xent_index_rows")
+    softmax_bw, log_softmax_bw = get("softmax_backward_rows"), get("log_softmax_backward_rows")
+    g = rng.standard_normal((n_rows, n_classes)).astype(dtype)    # backward ops' inputs
+    y = rng.random((n_rows, n_classes)).astype(dtype)
     t = threads
     # Builds since session 8 sum the losses of a reduced loss per block and return the sums,
     # writing no per-row losses when given None (as cross_entropy(reduction='mean') calls
@@ -90,6 +95,8 @@ def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0, threads=1):
         "log_softmax": lambda: log_softmax_rows(x, out, t),
         "cross_entropy": lambda: xent(x, labels, None, -100, 0.0, rows_loss, None, None, 1.0, t),
         "ce_grad": lambda: xent(x, labels, None, -100, 0.0, rows_loss, out, None, 1.0, t),
+        "softmax_backward": lambda: softmax_bw(g, y, out, t),
+        "log_softmax_backward": lambda: log_softmax_bw(g, y, out, t),
     }
 
 
@@ -138,6 +145,12 @@ def main(argv=None):
     parser.add_argument("--number", type=int, default=10, help="calls per sample")
     parser.add_argument("--denormal-flag", action="store_true")
     parser.add_argument("--against", metavar="DIR", help="another build to time alongside")
+    parser.add_argument("--other-isa", metavar="ISA",
+                        help="with --against: that build's module for this ISA (baseline, avx2, "
+                             "avx512), e.g. --against fastxent --other-isa avx2")
+    parser.add_argument("--ops", default="logsumexp,softmax,log_softmax,cross_entropy,ce_grad",
+                        help="drivers to time, comma separated; also softmax_backward, "
+                             "log_softmax_backward")
     parser.add_argument("--threads", type=int, default=1, help="n_threads of every call")
     parser.add_argument("--kernel-shape", choices=["auto", "blocks", "rows"], default="auto",
                         help="force block kernels (every C <= 128) or row kernels")
@@ -150,10 +163,12 @@ def main(argv=None):
     mxcsr = load_mxcsr() if args.denormal_flag else None
     if args.denormal_flag and mxcsr is None:
         print("# no C compiler: --denormal-flag skipped", file=sys.stderr)
-    other = load_other_build(args.against) if args.against else None
+    other = load_other_build(args.against, args.other_isa) if args.against else None
+    ops = args.ops.split(",")
     for c in (int(v) for v in args.classes.split(",")):
         n_rows, dtype = max(1, args.elements // c), np.dtype(args.dtype)
-        calls = kernel_calls(n_rows, c, dtype, threads=args.threads)
+        calls = {k: v for k, v in kernel_calls(n_rows, c, dtype, threads=args.threads).items()
+                 if k in ops}
         if other is None:
             times = best_times(calls, args.rounds, args.number)
             line = " ".join(f"{name} {ms:.3f}" for name, ms in times.items())
@@ -162,7 +177,8 @@ def main(argv=None):
             both = dict(calls)
             both.update({"other " + name: call
                          for name, call in kernel_calls(n_rows, c, dtype, other,
-                                                           threads=args.threads).items()})
+                                                           threads=args.threads).items()
+                         if name in ops})
             times = best_times(both, args.rounds, args.number)
             line = " ".join(f"{name} {times[name]:.3f}/{times['other ' + name]:.3f}"
                             f" ({times['other ' + name] / times[name]:.2f}x)" for name in calls)
