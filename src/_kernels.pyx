@@ -38,11 +38,11 @@ from libc.string cimport memcpy, memset
 from _rowops cimport (
     floating, row_max, has_nan, expstore, sumexp_below, max_sumexp, scale, sub, wsum, dot, mul_sub,
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
-    FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
+    FX_CHUNK, FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_flat_index,
     fx_blk_expand_index, rows_sub, blk_load_max,
     blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub, blk_xent_coefs,
-    blk_coef_sums, blk_axpc,
+    blk_coef_sums, blk_axpc, blk_dot, blk_mul_sub, blk_sub_expmul, blk_expmul,
 )
 
 cdef extern from "fx_blockops.h" nogil:
@@ -261,6 +261,16 @@ cdef inline Py_ssize_t block_rows(Py_ssize_t nc, bint writes,
     return FX_LANES
 
 
+cdef inline Py_ssize_t backward_block_rows(Py_ssize_t nc, Py_ssize_t itemsize) noexcept nogil:
+    """``block_rows`` for the backward ops of softmax and log-softmax: blocks only for rows
+    shorter than one chunk of the row passes (FX_CHUNK = 16), which give such a row masked
+    lanes, and a subnormal in the stale register under them a microcode assist per row.
+    There blocks ran 1.2-13x faster (float64 softmax_backward at C = 9-15: 0.75-1.0x); rows of
+    16 and more have none and ran faster than blocks at C = 16 and 32 (0.4-0.8x; tools/
+    block_vs_rows.py, docs/performance.md, session 9)."""
+    return block_rows(nc, True, itemsize) if nc < FX_CHUNK else 0
+
+
 cdef object flat_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld_out):
     """The index of fx_blk_store's gathers for blocks written to contiguous rows, else None
     (also where the register tiles do the store)."""
@@ -333,6 +343,83 @@ cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_
         return
     blk_sub(bt, nc, s, bt)
     blk_store(bt, nr, nc, out, ld_out, flat)
+
+
+cdef void block_softmax_backward(const floating *g, Py_ssize_t ld_g, const floating *y,
+                                 Py_ssize_t ld_y, Py_ssize_t nr, Py_ssize_t nc,
+                                 floating *out, Py_ssize_t ld_out,
+                                 const int32_t *flat) noexcept nogil:
+    """``softmax_backward_rows`` for a block: out = y * (g - sum(g * y)). Both inputs are read
+    before anything is written, so ``out`` may be either of them. (The maxes that the loads
+    take on the way are not needed: a few vector operations per 16 rows.)"""
+    cdef floating gt[FX_BLOCK_ELEMS]
+    cdef floating yt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef double d[FX_LANES]
+    blk_load_max(g, ld_g, nr, nc, gt, m, nan)
+    blk_load_max(y, ld_y, nr, nc, yt, m, nan)
+    blk_dot(gt, yt, nc, d)
+    blk_mul_sub(yt, gt, nc, d)
+    blk_store(gt, nr, nc, out, ld_out, flat)
+
+
+cdef void block_log_softmax_backward(const floating *g, Py_ssize_t ld_g, const floating *y,
+                                     Py_ssize_t ld_y, Py_ssize_t nr, Py_ssize_t nc,
+                                     floating *out, Py_ssize_t ld_out,
+                                     const int32_t *flat) noexcept nogil:
+    """``log_softmax_backward_rows`` for a block: out = g - exp(y) * sum(g); ``out`` may be
+    either input, as in ``block_softmax_backward``."""
+    cdef floating gt[FX_BLOCK_ELEMS]
+    cdef floating yt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef floating s[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef double sd[FX_LANES]
+    cdef Py_ssize_t r
+    blk_load_max(g, ld_g, nr, nc, gt, m, nan)
+    blk_load_max(y, ld_y, nr, nc, yt, m, nan)
+    blk_wsum(gt, nc, NULL, sd)
+    for r in range(FX_LANES):
+        s[r] = <floating>sd[r]          # as the rows: the sum rounded to the row type
+    blk_sub_expmul(gt, yt, nc, s)
+    blk_store(gt, nr, nc, out, ld_out, flat)
+
+
+cdef void block_logsumexp_backward(const floating *g, const floating *x, Py_ssize_t ld,
+                                   const floating *lse, Py_ssize_t nr, Py_ssize_t nc,
+                                   floating *out, Py_ssize_t ld_out,
+                                   const int32_t *flat) noexcept nogil:
+    """``logsumexp_backward_rows`` for a block: out = g * exp(x - lse), zero on a row whose
+    log-sum-exp is -inf; ``lse`` NULL: computed here, as ``block_logsumexp`` does."""
+    cdef floating bt[FX_BLOCK_ELEMS]
+    cdef floating m[FX_LANES]
+    cdef floating shift[FX_LANES]
+    cdef floating a[FX_LANES]
+    cdef int nan[FX_LANES]
+    cdef double s[FX_LANES]
+    cdef double row_lse
+    cdef Py_ssize_t r
+    blk_load_max(x, ld, nr, nc, bt, m, nan)
+    if lse == NULL:
+        blk_sumexp(bt, nc, m, s, NULL)
+        fx_blk_log(s, FX_LANES, s)
+    for r in range(FX_LANES):
+        if r >= nr:                     # padding rows: zeros, as their inputs
+            shift[r] = 0
+            a[r] = 0
+            continue
+        if lse != NULL:
+            row_lse = lse[r]
+        else:
+            row_lse = NAN if nan[r] else (m[r] if isinf(m[r]) else m[r] + s[r])
+        shift[r] = <floating>row_lse
+        a[r] = g[r]
+    blk_expmul(bt, nc, shift, a)
+    blk_store(bt, nr, nc, out, ld_out, flat)
+    for r in range(nr):                 # all classes masked: zero, not g * exp(nan)
+        if shift[r] == -INFINITY:
+            memset(&out[r * ld_out], 0, nc * sizeof(floating))
 
 
 cdef void block_xent_index(
@@ -806,9 +893,22 @@ def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
 def softmax_backward_rows(const floating[:, :] grad_output, const floating[:, :] output,
                           floating[:, :] out, int n_threads):
     """out = output * (grad_output - sum(grad_output * output)); out may alias either input."""
-    cdef Py_ssize_t i, n = output.shape[1]
+    cdef Py_ssize_t i, r0, n_rows = output.shape[0], n = output.shape[1]
+    cdef Py_ssize_t nb = backward_block_rows(n, sizeof(floating))
+    cdef Py_ssize_t ld_g = grad_output.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_y = output.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
+    cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
+    cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
     cdef double d
-    for i in prange(output.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
+    if nb:
+        for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
+                        nogil=True):
+            r0 = i * nb
+            block_softmax_backward(&grad_output[r0, 0], ld_g, &output[r0, 0], ld_y,
+                                   min(nb, n_rows - r0), n, &out[r0, 0], ld_out, flat_ptr)
+        return
+    for i in prange(n_rows, schedule='guided', num_threads=n_threads, nogil=True):
         d = dot(&grad_output[i, 0], &output[i, 0], n)
         mul_sub(&output[i, 0], &grad_output[i, 0], &out[i, 0], n, d)
 
@@ -817,9 +917,22 @@ def log_softmax_backward_rows(const floating[:, :] grad_output,
                               const floating[:, :] output, floating[:, :] out,
                               int n_threads):
     """out = grad_output - exp(output) * sum(grad_output); out may alias either input."""
-    cdef Py_ssize_t i, n = output.shape[1]
+    cdef Py_ssize_t i, r0, n_rows = output.shape[0], n = output.shape[1]
+    cdef Py_ssize_t nb = backward_block_rows(n, sizeof(floating))
+    cdef Py_ssize_t ld_g = grad_output.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_y = output.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
+    cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
+    cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
     cdef floating s
-    for i in prange(output.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
+    if nb:
+        for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
+                        nogil=True):
+            r0 = i * nb
+            block_log_softmax_backward(&grad_output[r0, 0], ld_g, &output[r0, 0], ld_y,
+                                       min(nb, n_rows - r0), n, &out[r0, 0], ld_out, flat_ptr)
+        return
+    for i in prange(n_rows, schedule='guided', num_threads=n_threads, nogil=True):
         s = <floating>wsum(&grad_output[i, 0], NULL, n)
         sub_expmul(&grad_output[i, 0], &output[i, 0], &out[i, 0], n, s)
 
@@ -827,10 +940,24 @@ def log_softmax_backward_rows(const floating[:, :] grad_output,
 def logsumexp_backward_rows(const floating[::1] grad_output, const floating[:, :] x,
                             const floating[::1] lse, floating[:, :] out, int n_threads):
     """out = grad_output[:, None] * exp(x - lse[:, None]); lse computed here when None."""
-    cdef Py_ssize_t i, n = x.shape[1]
+    cdef Py_ssize_t i, r0, n_rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t nb = block_rows(n, True, sizeof(floating))
+    cdef Py_ssize_t ld = x.strides[0] // sizeof(floating)
+    cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
+    cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
+    cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
     cdef bint have_lse = lse is not None
+    cdef const floating *lse_ptr = &lse[0] if have_lse and n_rows else NULL
     cdef double row_lse
-    for i in prange(x.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
+    if nb:
+        for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
+                        nogil=True):
+            r0 = i * nb
+            block_logsumexp_backward(&grad_output[r0], &x[r0, 0], ld,
+                                     lse_ptr + r0 if lse_ptr != NULL else NULL,
+                                     min(nb, n_rows - r0), n, &out[r0, 0], ld_out, flat_ptr)
+        return
+    for i in prange(n_rows, schedule='guided', num_threads=n_threads, nogil=True):
         if have_lse:
             row_lse = lse[i]
         else:

@@ -23,6 +23,7 @@ cdef extern from "fx_rowops.h" nogil:
     void fx_max_sumexp_f(const float *x, Py_ssize_t n, double *m, double *s)
     void fx_max_sumexp_d(const double *x, Py_ssize_t n, double *m, double *s)
     enum:
+        FX_CHUNK
         FX_ONLINE_BLOCK
         FX_ONLINE_MAX_BLOCKS
     double fx_max_expstore_f(const float *x, float *out, Py_ssize_t n, float *shift, double *m)
@@ -249,6 +250,14 @@ cdef extern from "fx_blockops.h" nogil:
                        const float *alpha, const double *rs, double a, double b)
     void fx_blk_axpc_d(double *et, const double *tt, Py_ssize_t nc, const double *w,
                        const double *alpha, const double *rs, double a, double b)
+    void fx_blk_dot_f(const float *at, const float *bt, Py_ssize_t nc, double *s)
+    void fx_blk_dot_d(const double *at, const double *bt, Py_ssize_t nc, double *s)
+    void fx_blk_mul_sub_f(const float *yt, float *gt, Py_ssize_t nc, const double *d)
+    void fx_blk_mul_sub_d(const double *yt, double *gt, Py_ssize_t nc, const double *d)
+    void fx_blk_sub_expmul_f(float *gt, const float *yt, Py_ssize_t nc, const float *s)
+    void fx_blk_sub_expmul_d(double *gt, const double *yt, Py_ssize_t nc, const double *s)
+    void fx_blk_expmul_f(float *xt, Py_ssize_t nc, const float *shift, const float *a)
+    void fx_blk_expmul_d(double *xt, Py_ssize_t nc, const double *shift, const double *a)
     void fx_blk_sub_f(const float *bt, Py_ssize_t nc, const double *c, float *yt)
     void fx_blk_sub_d(const double *bt, Py_ssize_t nc, const double *c, double *yt)
 
@@ -354,3 +363,35 @@ cdef inline void blk_axpc(floating *et, const floating *tt, Py_ssize_t nc, const
         fx_blk_axpc_f(et, tt, nc, w, alpha, rs, a, b)
     else:
         fx_blk_axpc_d(et, tt, nc, w, alpha, rs, a, b)
+
+
+cdef inline void blk_dot(const floating *at, const floating *bt, Py_ssize_t nc,
+                         double *s) noexcept nogil:
+    if floating is float:
+        fx_blk_dot_f(at, bt, nc, s)
+    else:
+        fx_blk_dot_d(at, bt, nc, s)
+
+
+cdef inline void blk_mul_sub(const floating *yt, floating *gt, Py_ssize_t nc,
+                             const double *d) noexcept nogil:
+    if floating is float:
+        fx_blk_mul_sub_f(yt, gt, nc, d)
+    else:
+        fx_blk_mul_sub_d(yt, gt, nc, d)
+
+
+cdef inline void blk_sub_expmul(floating *gt, const floating *yt, Py_ssize_t nc,
+                                const floating *s) noexcept nogil:
+    if floating is float:
+        fx_blk_sub_expmul_f(gt, yt, nc, s)
+    else:
+        fx_blk_sub_expmul_d(gt, yt, nc, s)
+
+
+cdef inline void blk_expmul(floating *xt, Py_ssize_t nc, const floating *shift,
+                            const floating *a) noexcept nogil:
+    if floating is float:
+        fx_blk_expmul_f(xt, nc, shift, a)
+    else:
+        fx_blk_expmul_d(xt, nc, shift, a)

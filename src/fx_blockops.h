@@ -324,6 +324,7 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 
 #define FX_T float
 #define FX_NAME(op) op##_f
+#define FX_EXP fx_expf
 #define FX_EXP_LE0 fx_expf_le0
 #define FX_GATHER fx_gather_f
 #define FX_TILE_LOAD fx_tile_load_f
@@ -331,6 +332,7 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 #include "fx_blockops_impl.h"
 #undef FX_T
 #undef FX_NAME
+#undef FX_EXP
 #undef FX_EXP_LE0
 #undef FX_GATHER
 #undef FX_TILE_LOAD
@@ -338,6 +340,7 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 
 #define FX_T double
 #define FX_NAME(op) op##_d
+#define FX_EXP fx_exp
 #define FX_EXP_LE0 fx_exp_le0
 #define FX_GATHER fx_gather_d
 #define FX_TILE_LOAD fx_tile_load_d
@@ -345,6 +348,7 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 #include "fx_blockops_impl.h"
 #undef FX_T
 #undef FX_NAME
+#undef FX_EXP
 #undef FX_EXP_LE0
 #undef FX_GATHER
 #undef FX_TILE_LOAD

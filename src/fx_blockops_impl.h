@@ -1,6 +1,6 @@
 /*
- * Template body of fx_blockops.h (FX_T, FX_NAME, FX_EXP_LE0 as in fx_rowops_impl.h; FX_GATHER
- * the gather for FX_T).
+ * Template body of fx_blockops.h (FX_T, FX_NAME, FX_EXP, FX_EXP_LE0 as in fx_rowops_impl.h;
+ * FX_GATHER the gather for FX_T).
  *
  * A block is `nr` rows of `nc` columns held transposed: element (r, j) at bt[j * FX_LANES + r].
  * Every loop runs over the rows in its inner, vectorised dimension, so one vector lane works
@@ -246,6 +246,67 @@ static inline void FX_NAME(fx_blk_axpc)(FX_T *et, const FX_T *tt, ptrdiff_t nc,
             et[j * FX_LANES + r] = (FX_T)((double)(alpha[r] * et[j * FX_LANES + r])
                                           - rs[r] * ((a * (double)tt[j * FX_LANES + r] + b)
                                                      * wj));
+        }
+    }
+}
+
+/* The vector-Jacobian products of the backward ops for a block, the block forms of fx_dot,
+   fx_mul_sub, fx_sub_expmul and fx_expmul (fx_rowops_impl.h), with the same expression per
+   element. Short rows go through blocks here for the reason the forward ops do, and one more:
+   the row passes give a row shorter than a chunk masked lanes, which GCC 12 fills from a
+   stale register, and a subnormal there cost a microcode assist per row (the denormal flag of
+   tools/time_kernels.py, docs/performance.md, session 9). The padding rows of a block hold
+   zeros, so no lane computes on garbage. */
+
+/* s[r] = sum_j a * b in double, a and b transposed blocks. */
+static inline void FX_NAME(fx_blk_dot)(const FX_T *at, const FX_T *bt, ptrdiff_t nc, double *s)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        s[r] = 0.0;
+    }
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            s[r] += (double)at[j * FX_LANES + r] * (double)bt[j * FX_LANES + r];
+        }
+    }
+}
+
+/* gt = y * (g - d[r]), in place of the block of g: softmax's vector-Jacobian product. */
+static inline void FX_NAME(fx_blk_mul_sub)(const FX_T *yt, FX_T *gt, ptrdiff_t nc,
+                                           const double *d)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            gt[j * FX_LANES + r] = (FX_T)((double)yt[j * FX_LANES + r]
+                                          * ((double)gt[j * FX_LANES + r] - d[r]));
+        }
+    }
+}
+
+/* gt = g - exp(y) * s[r], in place of the block of g: log-softmax's vector-Jacobian product.
+   The exp for any argument: y is whatever the caller passed as log-softmax's output. */
+static inline void FX_NAME(fx_blk_sub_expmul)(FX_T *gt, const FX_T *yt, ptrdiff_t nc,
+                                              const FX_T *s)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            gt[j * FX_LANES + r] = gt[j * FX_LANES + r] - FX_EXP(yt[j * FX_LANES + r]) * s[r];
+        }
+    }
+}
+
+/* xt = a[r] * exp(x - shift[r]), in place: log-sum-exp's vector-Jacobian product. */
+static inline void FX_NAME(fx_blk_expmul)(FX_T *xt, ptrdiff_t nc, const FX_T *shift,
+                                          const FX_T *a)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            xt[j * FX_LANES + r] = a[r] * FX_EXP(xt[j * FX_LANES + r] - shift[r]);
         }
     }
 }

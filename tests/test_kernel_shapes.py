@@ -75,6 +75,31 @@ def test_forward_functions(kernel_shape, dtype, n_rows, n_classes):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows, n_classes", [(130, 1), (77, 3), (64, 10), (70, 15), (200, 24),
+                                               (65, 64)])
+def test_backward_functions(kernel_shape, dtype, n_rows, n_classes):
+    """The three vector-Jacobian products, with rows apart in memory, and with the result
+    written over an input (blocks read every input of a block before they write)."""
+    rng = np.random.default_rng(3)
+    x = make_logits(n_rows, n_classes, dtype)
+    wide = rng.standard_normal((n_rows, n_classes + 3)).astype(dtype)
+    g = wide[:, 1:n_classes + 1]                # row stride n_classes + 3
+    g_row = wide[:, 0].copy()
+    xd, gd = x.astype(np.float64), g.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y, log_y = fastxent.softmax(x), fastxent.log_softmax(x)
+        assert_matches(fastxent.softmax_backward(g, y),
+                       ref.softmax_backward(gd, y.astype(np.float64)), dtype)
+        want = ref.log_softmax_backward(gd, log_y.astype(np.float64))
+        assert_matches(fastxent.log_softmax_backward(g, log_y), want, dtype)
+        assert_matches(fastxent.log_softmax_backward(g, log_y, out=log_y), want, dtype)
+        want = ref.logsumexp_backward(g_row.astype(np.float64), xd)
+        assert_matches(fastxent.logsumexp_backward(g_row, x), want, dtype)
+        lse = fastxent.logsumexp(x)
+        assert_matches(fastxent.logsumexp_backward(g_row, x, lse=lse, out=x), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows, n_classes", [(130, 2), (64, 10), (70, 17), (129, 100)])
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2},
                                      {"weight": "w", "label_smoothing": 0.1},
@@ -132,6 +157,8 @@ def test_shapes_agree_bitwise_across_threads(kernel_shape):
         np.testing.assert_array_equal(fastxent.softmax(x, n_threads=n), fastxent.softmax(x))
         np.testing.assert_array_equal(fastxent.cross_entropy_with_grad(x, y, n_threads=n)[1],
                                       fastxent.cross_entropy_with_grad(x, y)[1])
+        np.testing.assert_array_equal(fastxent.softmax_backward(x, x, n_threads=n),
+                                      fastxent.softmax_backward(x, x))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -80,6 +80,7 @@ def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0, threads=1):
     log_softmax_rows, xent = get("log_softmax_rows"), get("xent_index_rows")
     softmax_bw, log_softmax_bw = get("softmax_backward_rows"), get("log_softmax_backward_rows")
     g = rng.standard_normal((n_rows, n_classes)).astype(dtype)    # backward ops' inputs
+    lse_bw, g_row = get("logsumexp_backward_rows"), g[:, 0].copy()
     y = rng.random((n_rows, n_classes)).astype(dtype)
     t = threads
     # Builds since session 8 sum the losses of a reduced loss per block and return the sums,
@@ -97,6 +98,7 @@ def kernel_calls(n_rows, n_classes, dtype, module=None, seed=0, threads=1):
         "ce_grad": lambda: xent(x, labels, None, -100, 0.0, rows_loss, out, None, 1.0, t),
         "softmax_backward": lambda: softmax_bw(g, y, out, t),
         "log_softmax_backward": lambda: log_softmax_bw(g, y, out, t),
+        "logsumexp_backward": lambda: lse_bw(g_row, x, None, out, t),
     }
 
 
