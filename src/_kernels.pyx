@@ -345,44 +345,30 @@ cdef void block_log_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_
     blk_store(bt, nr, nc, out, ld_out, flat)
 
 
-cdef void block_softmax_backward(const floating *g, Py_ssize_t ld_g, const floating *y,
-                                 Py_ssize_t ld_y, Py_ssize_t nr, Py_ssize_t nc,
-                                 floating *out, Py_ssize_t ld_out,
-                                 const int32_t *flat) noexcept nogil:
-    """``softmax_backward_rows`` for a block: out = y * (g - sum(g * y)). Both inputs are read
-    before anything is written, so ``out`` may be either of them. (The maxes that the loads
-    take on the way are not needed: a few vector operations per 16 rows.)"""
-    cdef floating gt[FX_BLOCK_ELEMS]
-    cdef floating yt[FX_BLOCK_ELEMS]
-    cdef floating m[FX_LANES]
-    cdef int nan[FX_LANES]
-    cdef double d[FX_LANES]
-    blk_load_max(g, ld_g, nr, nc, gt, m, nan)
-    blk_load_max(y, ld_y, nr, nc, yt, m, nan)
-    blk_dot(gt, yt, nc, d)
-    blk_mul_sub(yt, gt, nc, d)
-    blk_store(gt, nr, nc, out, ld_out, flat)
-
-
-cdef void block_log_softmax_backward(const floating *g, Py_ssize_t ld_g, const floating *y,
-                                     Py_ssize_t ld_y, Py_ssize_t nr, Py_ssize_t nc,
-                                     floating *out, Py_ssize_t ld_out,
-                                     const int32_t *flat) noexcept nogil:
-    """``log_softmax_backward_rows`` for a block: out = g - exp(y) * sum(g); ``out`` may be
-    either input, as in ``block_softmax_backward``."""
+cdef void block_softmax_vjp(const floating *g, Py_ssize_t ld_g, const floating *y,
+                            Py_ssize_t ld_y, Py_ssize_t nr, Py_ssize_t nc, floating *out,
+                            Py_ssize_t ld_out, const int32_t *flat, bint log) noexcept nogil:
+    """``softmax_vjp_rows`` for a block: out = y * (g - sum(g * y)), the gradient of softmax
+    with output y, or (``log``) out = g - exp(y) * sum(g), that of log-softmax. Both inputs are
+    read before anything is written, so ``out`` may be either of them. (The maxes that the
+    loads take on the way are not needed: a few vector operations per 16 rows.)"""
     cdef floating gt[FX_BLOCK_ELEMS]
     cdef floating yt[FX_BLOCK_ELEMS]
     cdef floating m[FX_LANES]
     cdef floating s[FX_LANES]
     cdef int nan[FX_LANES]
-    cdef double sd[FX_LANES]
+    cdef double d[FX_LANES]
     cdef Py_ssize_t r
     blk_load_max(g, ld_g, nr, nc, gt, m, nan)
     blk_load_max(y, ld_y, nr, nc, yt, m, nan)
-    blk_wsum(gt, nc, NULL, sd)
-    for r in range(FX_LANES):
-        s[r] = <floating>sd[r]          # as the rows: the sum rounded to the row type
-    blk_sub_expmul(gt, yt, nc, s)
+    if log:
+        blk_wsum(gt, nc, NULL, d)
+        for r in range(FX_LANES):
+            s[r] = <floating>d[r]       # as the rows: the sum rounded to the row type
+        blk_sub_expmul(gt, yt, nc, s)
+    else:
+        blk_dot(gt, yt, nc, d)
+        blk_mul_sub(yt, gt, nc, d)
     blk_store(gt, nr, nc, out, ld_out, flat)
 
 
@@ -890,9 +876,9 @@ def log_softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
         group_log_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out)
 
 
-def softmax_backward_rows(const floating[:, :] grad_output, const floating[:, :] output,
-                          floating[:, :] out, int n_threads):
-    """out = output * (grad_output - sum(grad_output * output)); out may alias either input."""
+cdef void softmax_vjp_rows(const floating[:, :] grad_output, const floating[:, :] output,
+                           floating[:, :] out, int n_threads, bint log):
+    """The two drivers below: ``log`` False for softmax's gradient, True for log-softmax's."""
     cdef Py_ssize_t i, r0, n_rows = output.shape[0], n = output.shape[1]
     cdef Py_ssize_t nb = backward_block_rows(n, sizeof(floating))
     cdef Py_ssize_t ld_g = grad_output.strides[0] // sizeof(floating)
@@ -905,36 +891,29 @@ def softmax_backward_rows(const floating[:, :] grad_output, const floating[:, :]
         for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
                         nogil=True):
             r0 = i * nb
-            block_softmax_backward(&grad_output[r0, 0], ld_g, &output[r0, 0], ld_y,
-                                   min(nb, n_rows - r0), n, &out[r0, 0], ld_out, flat_ptr)
+            block_softmax_vjp(&grad_output[r0, 0], ld_g, &output[r0, 0], ld_y,
+                              min(nb, n_rows - r0), n, &out[r0, 0], ld_out, flat_ptr, log)
         return
     for i in prange(n_rows, schedule='guided', num_threads=n_threads, nogil=True):
-        d = dot(&grad_output[i, 0], &output[i, 0], n)
-        mul_sub(&output[i, 0], &grad_output[i, 0], &out[i, 0], n, d)
+        if log:
+            sub_expmul(&grad_output[i, 0], &output[i, 0], &out[i, 0], n,
+                       <floating>wsum(&grad_output[i, 0], NULL, n))
+        else:
+            d = dot(&grad_output[i, 0], &output[i, 0], n)
+            mul_sub(&output[i, 0], &grad_output[i, 0], &out[i, 0], n, d)
+
+
+def softmax_backward_rows(const floating[:, :] grad_output, const floating[:, :] output,
+                          floating[:, :] out, int n_threads):
+    """out = output * (grad_output - sum(grad_output * output)); out may alias either input."""
+    softmax_vjp_rows(grad_output, output, out, n_threads, False)
 
 
 def log_softmax_backward_rows(const floating[:, :] grad_output,
                               const floating[:, :] output, floating[:, :] out,
                               int n_threads):
     """out = grad_output - exp(output) * sum(grad_output); out may alias either input."""
-    cdef Py_ssize_t i, r0, n_rows = output.shape[0], n = output.shape[1]
-    cdef Py_ssize_t nb = backward_block_rows(n, sizeof(floating))
-    cdef Py_ssize_t ld_g = grad_output.strides[0] // sizeof(floating)
-    cdef Py_ssize_t ld_y = output.strides[0] // sizeof(floating)
-    cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
-    cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
-    cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
-    cdef floating s
-    if nb:
-        for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
-                        nogil=True):
-            r0 = i * nb
-            block_log_softmax_backward(&grad_output[r0, 0], ld_g, &output[r0, 0], ld_y,
-                                       min(nb, n_rows - r0), n, &out[r0, 0], ld_out, flat_ptr)
-        return
-    for i in prange(n_rows, schedule='guided', num_threads=n_threads, nogil=True):
-        s = <floating>wsum(&grad_output[i, 0], NULL, n)
-        sub_expmul(&grad_output[i, 0], &output[i, 0], &out[i, 0], n, s)
+    softmax_vjp_rows(grad_output, output, out, n_threads, True)
 
 
 def logsumexp_backward_rows(const floating[::1] grad_output, const floating[:, :] x,
