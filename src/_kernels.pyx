@@ -350,17 +350,14 @@ cdef void block_softmax_vjp(const floating *g, Py_ssize_t ld_g, const floating *
                             Py_ssize_t ld_out, const int32_t *flat, bint log) noexcept nogil:
     """``softmax_vjp_rows`` for a block: out = y * (g - sum(g * y)), the gradient of softmax
     with output y, or (``log``) out = g - exp(y) * sum(g), that of log-softmax. Both inputs are
-    read before anything is written, so ``out`` may be either of them. (The maxes that the
-    loads take on the way are not needed: a few vector operations per 16 rows.)"""
+    read before anything is written, so ``out`` may be either of them."""
     cdef floating gt[FX_BLOCK_ELEMS]
     cdef floating yt[FX_BLOCK_ELEMS]
-    cdef floating m[FX_LANES]
     cdef floating s[FX_LANES]
-    cdef int nan[FX_LANES]
     cdef double d[FX_LANES]
     cdef Py_ssize_t r
-    blk_load_max(g, ld_g, nr, nc, gt, m, nan)
-    blk_load_max(y, ld_y, nr, nc, yt, m, nan)
+    blk_load_max(g, ld_g, nr, nc, gt, NULL, NULL)
+    blk_load_max(y, ld_y, nr, nc, yt, NULL, NULL)
     if log:
         blk_wsum(gt, nc, NULL, d)
         for r in range(FX_LANES):
@@ -386,8 +383,10 @@ cdef void block_logsumexp_backward(const floating *g, const floating *x, Py_ssiz
     cdef double s[FX_LANES]
     cdef double row_lse
     cdef Py_ssize_t r
-    blk_load_max(x, ld, nr, nc, bt, m, nan)
-    if lse == NULL:
+    if lse != NULL:
+        blk_load_max(x, ld, nr, nc, bt, NULL, NULL)
+    else:
+        blk_load_max(x, ld, nr, nc, bt, m, nan)
         blk_sumexp(bt, nc, m, s, NULL)
         fx_blk_log(s, FX_LANES, s)
     for r in range(FX_LANES):
@@ -770,10 +769,8 @@ cdef void block_xent_prob(
     cdef floating bt[FX_BLOCK_ELEMS]
     cdef floating tt[FX_BLOCK_ELEMS]
     cdef floating m[FX_LANES]
-    cdef floating t_max[FX_LANES]
     cdef floating alpha[FX_LANES]
     cdef int nan[FX_LANES]
-    cdef int t_nan[FX_LANES]
     cdef double s[FX_LANES]
     cdef double lse[FX_LANES]
     cdef double sum_c[FX_LANES]
@@ -785,7 +782,7 @@ cdef void block_xent_prob(
     cdef bint over = False
     cdef Py_ssize_t r
     blk_load_max(x, ld, nr, nc, bt, m, nan)
-    blk_load_max(t, ld_t, nr, nc, tt, t_max, t_nan)     # the targets (their max unused)
+    blk_load_max(t, ld_t, nr, nc, tt, NULL, NULL)       # the targets: no max
     blk_coef_sums(bt, tt, nc, weight, a, b, sum_c, sum_cx)
     blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
     fx_blk_log(s, FX_LANES, lse)

@@ -9,18 +9,21 @@
  */
 
 /* bt = the rows x[r * ld + j] of a block, transposed; m[r] = the max of row r over its
-   values that are not NaN, nan[r] = whether it holds a NaN. With register tiles or gathers,
-   whole vectors of rows (the rest of the rows below), then the max from L1. The rows past nr
-   are padded with zeros, for the passes below that compute every lane. */
+   values that are not NaN, nan[r] = whether it holds a NaN (m NULL: no max, nor nan; the
+   backward ops load their inputs so). With register tiles or gathers, whole vectors of rows
+   (the rest of the rows below), then the max from L1. The rows past nr are padded with
+   zeros, for the passes below that compute every lane. */
 static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff_t nr,
                                             ptrdiff_t nc, FX_T *bt, FX_T *m, int *nan)
 {
     const int width = FX_GATHER_N(FX_T);
     ptrdiff_t r0 = 0;
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t r = 0; r < nr; ++r) {
-        m[r] = -INFINITY;
-        nan[r] = 0;
+    if (m != NULL) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            m[r] = -INFINITY;
+            nan[r] = 0;
+        }
     }
     const int tile = FX_TILE_N(FX_T);
     if (tile > 0 && fx_use_tiles) {
@@ -44,31 +47,40 @@ static inline void FX_NAME(fx_blk_load_max)(const FX_T *x, ptrdiff_t ld, ptrdiff
             }
         }
     }
-    for (ptrdiff_t j = 0; j < nc; ++j) {        /* the max of the rows transposed above */
-        FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < r0; ++r) {
-            FX_T v = bt[j * FX_LANES + r];
-            m[r] = v > m[r] ? v : m[r];
-            nan[r] |= v != v;
+    if (m == NULL) {
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = r0; r < nr; ++r) {
+                bt[j * FX_LANES + r] = x[r * ld + j];
+            }
         }
-    }
-    for (ptrdiff_t j = 0; j < nc; ++j) {
-        FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = r0; r < nr; ++r) {
-            FX_T v = x[r * ld + j];
-            bt[j * FX_LANES + r] = v;
-            m[r] = v > m[r] ? v : m[r];
-            nan[r] |= v != v;
+    } else {
+        for (ptrdiff_t j = 0; j < nc; ++j) {    /* the max of the rows transposed above */
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = 0; r < r0; ++r) {
+                FX_T v = bt[j * FX_LANES + r];
+                m[r] = v > m[r] ? v : m[r];
+                nan[r] |= v != v;
+            }
+        }
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = r0; r < nr; ++r) {
+                FX_T v = x[r * ld + j];
+                bt[j * FX_LANES + r] = v;
+                m[r] = v > m[r] ? v : m[r];
+                nan[r] |= v != v;
+            }
+        }
+        for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
+            m[r] = 0;
+            nan[r] = 0;
         }
     }
     for (ptrdiff_t j = 0; j < nc; ++j) {        /* padding rows: zeros */
         for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
             bt[j * FX_LANES + r] = 0;
         }
-    }
-    for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
-        m[r] = 0;
-        nan[r] = 0;
     }
 }
 
