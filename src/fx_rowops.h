@@ -172,14 +172,22 @@ FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
                 acc_[k_] += (TERM);                                               \
             }                                                                     \
         }                                                                         \
-        if (j0_ < (n)) {                                                          \
-            const ptrdiff_t base_ = (n) >= FX_CHUNK ? (n) - FX_CHUNK : 0;         \
+        if (j0_ < (n) && (n) >= FX_CHUNK) {     /* the chunk that ends at n */      \
+            const ptrdiff_t base_ = (n) - FX_CHUNK;                               \
             FX_PRAGMA(omp simd)                                                   \
             for (int k_ = 0; k_ < FX_CHUNK; ++k_) {                               \
                 const ptrdiff_t j = base_ + k_;                                   \
+                const int fx_live_ = 1;                                           \
+                double t_ = (TERM);                                               \
+                acc_[k_] += j >= j0_ ? t_ : 0.0;                                  \
+            }                                                                     \
+        } else if (j0_ < (n)) {                 /* a row shorter than a chunk */    \
+            FX_PRAGMA(omp simd)                                                   \
+            for (int k_ = 0; k_ < FX_CHUNK; ++k_) {                               \
+                const ptrdiff_t j = k_;                                           \
                 const int fx_live_ = j < (n);                                     \
                 double t_ = (TERM);                                               \
-                acc_[k_] += fx_live_ && j >= j0_ ? t_ : 0.0;                      \
+                acc_[k_] += fx_live_ ? t_ : 0.0;                                  \
             }                                                                     \
         }                                                                         \
         (result) = fx_chunk_sum(acc_);                                            \
@@ -200,16 +208,24 @@ FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
                 acc2_[k_] += (TERM2);                                             \
             }                                                                     \
         }                                                                         \
-        if (j0_ < (n)) {                                                          \
-            const ptrdiff_t base_ = (n) >= FX_CHUNK ? (n) - FX_CHUNK : 0;         \
+        if (j0_ < (n) && (n) >= FX_CHUNK) {     /* the chunk that ends at n */      \
+            const ptrdiff_t base_ = (n) - FX_CHUNK;                               \
             FX_PRAGMA(omp simd)                                                   \
             for (int k_ = 0; k_ < FX_CHUNK; ++k_) {                               \
                 const ptrdiff_t j = base_ + k_;                                   \
-                const int fx_live_ = j < (n);                                     \
-                const int new_ = fx_live_ && j >= j0_;                            \
+                const int fx_live_ = 1;                                           \
                 double t1_ = (TERM1), t2_ = (TERM2);                              \
-                acc1_[k_] += new_ ? t1_ : 0.0;                                    \
-                acc2_[k_] += new_ ? t2_ : 0.0;                                    \
+                acc1_[k_] += j >= j0_ ? t1_ : 0.0;                                \
+                acc2_[k_] += j >= j0_ ? t2_ : 0.0;                                \
+            }                                                                     \
+        } else if (j0_ < (n)) {                 /* a row shorter than a chunk */    \
+            FX_PRAGMA(omp simd)                                                   \
+            for (int k_ = 0; k_ < FX_CHUNK; ++k_) {                               \
+                const ptrdiff_t j = k_;                                           \
+                const int fx_live_ = j < (n);                                     \
+                double t1_ = (TERM1), t2_ = (TERM2);                              \
+                acc1_[k_] += fx_live_ ? t1_ : 0.0;                                \
+                acc2_[k_] += fx_live_ ? t2_ : 0.0;                                \
             }                                                                     \
         }                                                                         \
         (result1) = fx_chunk_sum(acc1_);                                          \

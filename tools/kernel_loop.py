@@ -29,7 +29,8 @@ from time_kernels import kernel_calls  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("op", choices=["logsumexp", "softmax", "log_softmax", "cross_entropy",
-                                       "ce_grad", "ce_prob"])
+                                       "ce_grad", "ce_prob", "softmax_backward",
+                                       "log_softmax_backward", "logsumexp_backward"])
     parser.add_argument("--shape", default="65536x10")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seconds", type=float, default=4.0)
