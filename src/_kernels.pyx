@@ -37,6 +37,7 @@ from libc.string cimport memcpy, memset
 
 from _rowops cimport (
     floating, row_max, has_nan, expstore, sumexp_below, max_sumexp, scale, sub, wsum, dot, mul_sub,
+    dot_keep, mul_sub_kept,
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
     FX_CHUNK, FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_flat_index,
@@ -97,6 +98,33 @@ cdef inline void row_logsumexp_backward(floating g, const floating *x, double ls
         memset(out, 0, n * sizeof(floating))
     else:
         expmul(x, out, n, <floating>lse, g)
+
+
+# A float row of up to KEPT_MAX classes keeps its products in double between the two passes
+# of its softmax gradient (8 KB of stack each, 16 KB in all: with the two rows, about what
+# L1 holds; at 2048 classes, 32 KB, it ran 0.86-0.96x as fast as without).
+cdef enum:
+    KEPT_MAX = 1024
+
+
+cdef inline void row_softmax_backward(const floating *g, const floating *y, floating *out,
+                                      Py_ssize_t n) noexcept nogil:
+    """out = y * (g - sum(g * y)) for one row; ``out`` may be ``g`` or ``y``. A float row's
+    first pass converts g and y to double for the sum; up to KEPT_MAX classes it keeps the
+    products and y (``dot_keep``), and the second pass reads them instead of converting
+    again (C = 100 float32: 31 -> 19 vector instructions per 16 elements). y * g - y * d
+    equals y * (g - d) only for finite values (y = inf: inf - inf against -inf), and a finite
+    sum says every product, so every value, is finite; other rows take the plain passes."""
+    cdef double prod[KEPT_MAX]
+    cdef double yd[KEPT_MAX]
+    cdef double d
+    if floating is float and n <= KEPT_MAX:
+        d = dot_keep(g, y, n, prod, yd)
+        if isfinite(d):
+            mul_sub_kept(prod, yd, out, n, d)
+            return
+    d = dot(g, y, n)
+    mul_sub(y, g, out, n, d)
 
 
 cdef inline double xent_coefs(Py_ssize_t label, const double *weight, Py_ssize_t n,
@@ -883,7 +911,6 @@ cdef void softmax_vjp_rows(const floating[:, :] grad_output, const floating[:, :
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
     cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
     cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
-    cdef double d
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
                         nogil=True):
@@ -896,8 +923,7 @@ cdef void softmax_vjp_rows(const floating[:, :] grad_output, const floating[:, :
             sub_expmul(&grad_output[i, 0], &output[i, 0], &out[i, 0], n,
                        <floating>wsum(&grad_output[i, 0], NULL, n))
         else:
-            d = dot(&grad_output[i, 0], &output[i, 0], n)
-            mul_sub(&output[i, 0], &grad_output[i, 0], &out[i, 0], n, d)
+            row_softmax_backward(&grad_output[i, 0], &output[i, 0], &out[i, 0], n)
 
 
 def softmax_backward_rows(const floating[:, :] grad_output, const floating[:, :] output,

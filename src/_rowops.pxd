@@ -43,6 +43,13 @@ cdef extern from "fx_rowops.h" nogil:
     double fx_wsum_d(const double *a, const double *w, Py_ssize_t n)
     double fx_dot_f(const float *a, const float *b, Py_ssize_t n)
     double fx_dot_d(const double *a, const double *b, Py_ssize_t n)
+    double fx_dot_keep_f(const float *a, const float *b, Py_ssize_t n, double *prod, double *bd)
+    double fx_dot_keep_d(const double *a, const double *b, Py_ssize_t n, double *prod,
+                         double *bd)
+    void fx_mul_sub_kept_f(const double *prod, const double *yd, float *out, Py_ssize_t n,
+                           double d)
+    void fx_mul_sub_kept_d(const double *prod, const double *yd, double *out, Py_ssize_t n,
+                           double d)
     void fx_mul_sub_f(const float *y, const float *g, float *out, Py_ssize_t n, double d)
     void fx_mul_sub_d(const double *y, const double *g, double *out, Py_ssize_t n, double d)
     void fx_sub_expmul_f(const float *g, const float *y, float *out, Py_ssize_t n, float s)
@@ -148,6 +155,22 @@ cdef inline double dot(const floating *a, const floating *b, Py_ssize_t n) noexc
         return fx_dot_f(a, b, n)
     else:
         return fx_dot_d(a, b, n)
+
+
+cdef inline double dot_keep(const floating *a, const floating *b, Py_ssize_t n, double *prod,
+                            double *bd) noexcept nogil:
+    if floating is float:
+        return fx_dot_keep_f(a, b, n, prod, bd)
+    else:
+        return fx_dot_keep_d(a, b, n, prod, bd)
+
+
+cdef inline void mul_sub_kept(const double *prod, const double *yd, floating *out, Py_ssize_t n,
+                              double d) noexcept nogil:
+    if floating is float:
+        fx_mul_sub_kept_f(prod, yd, out, n, d)
+    else:
+        fx_mul_sub_kept_d(prod, yd, out, n, d)
 
 
 cdef inline void mul_sub(const floating *y, const floating *g, floating *out, Py_ssize_t n,

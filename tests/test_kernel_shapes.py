@@ -100,6 +100,24 @@ def test_backward_functions(kernel_shape, dtype, n_rows, n_classes):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [20, 100, 1000])
+def test_softmax_backward_with_infinite_values(dtype, n_classes):
+    """Rows of the row kernels (float rows there keep their products between the passes,
+    which is right only for finite values) holding inf and NaN in either input."""
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((6, n_classes)).astype(dtype)
+    y = rng.random((6, n_classes)).astype(dtype)
+    y[0, 3] = np.inf                            # y * g - y * d would be inf - inf
+    y[1, 0] = -np.inf
+    g[2, 5] = np.inf
+    g[3, 1] = np.nan
+    y[4, 2], g[4, 2] = np.inf, 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = ref.softmax_backward(g.astype(np.float64), y.astype(np.float64))
+        assert_matches(fastxent.softmax_backward(g, y), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows, n_classes", [(130, 2), (64, 10), (70, 17), (129, 100)])
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2},
                                      {"weight": "w", "label_smoothing": 0.1},
