@@ -10,6 +10,9 @@ Usage::
     python tools/block_vs_rows.py                          # float32, C = 24..80
     python tools/block_vs_rows.py --dtype float64 --classes 10,16,24,32
     python tools/block_vs_rows.py --ops softmax_backward,log_softmax_backward,logsumexp_backward
+
+(The gradients of softmax and log-softmax take blocks only below 16 classes whatever the
+threshold, ``backward_block_rows``: above that both columns are rows.)
 """
 import argparse
 import timeit
