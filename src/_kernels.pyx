@@ -294,8 +294,8 @@ cdef inline Py_ssize_t backward_block_rows(Py_ssize_t nc, Py_ssize_t itemsize) n
     shorter than one chunk of the row passes (FX_CHUNK = 16), which give such a row masked
     lanes, and a subnormal in the stale register under them a microcode assist per row.
     There blocks ran 1.2-13x faster (float64 softmax_backward at C = 9-15: 0.75-1.0x); rows of
-    16 and more have none and ran faster than blocks at C = 16 and 32 (0.4-0.8x; tools/
-    block_vs_rows.py, docs/performance.md, session 9)."""
+    16 and more have none and ran faster than blocks at C = 16 and 32 (0.4-0.8x;
+    tools/block_vs_rows.py, docs/performance.md, session 9)."""
     return block_rows(nc, True, itemsize) if nc < FX_CHUNK else 0
 
 
