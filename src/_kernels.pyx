@@ -40,9 +40,11 @@ from _rowops cimport (
     dot_keep, mul_sub_kept,
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
     FX_CHUNK, FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
-    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_flat_index,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_labels,
+    fx_blk_flat_index,
     fx_blk_expand_index, rows_sub, blk_load_max,
-    blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_sub, blk_xent_coefs,
+    blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_label_terms, blk_sub,
+    blk_xent_coefs,
     blk_coef_sums, blk_axpc, blk_dot, blk_mul_sub, blk_sub_expmul, blk_expmul,
 )
 
@@ -350,7 +352,7 @@ cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
     blk_sumexp(bt, nc, m, s, bt)
     blk_inv(m, nan, s, inv)
     memset(zero, 0, sizeof(zero))
-    blk_axpw(bt, nc, inv, zero, NULL)
+    blk_axpw(bt, nc, inv, zero, NULL, NULL, NULL)
     blk_store(bt, nr, nc, out, ld_out, flat)
 
 
@@ -455,37 +457,29 @@ cdef void block_xent_index(
     cdef double wl[FX_LANES]
     cdef double rs[FX_LANES]
     cdef double loss_b[FX_LANES]
-    cdef int valid[FX_LANES]
+    cdef int32_t lab[FX_LANES]
     cdef int pow2[FX_LANES]
-    cdef Py_ssize_t r, j
-    cdef int64_t y
+    cdef Py_ssize_t r
     cdef bint rescale = False
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     if smoothing != 0.0:
         blk_wsum(bt, nc, weight, wx)
     else:
         memset(wx, 0, sizeof(wx))
-    # What the coefficients need of each row, gathered before the exponentials overwrite bt.
-    # Padding rows (see fx_blockops_impl.h) and ignored ones: zero loss and gradient.
-    for r in range(FX_LANES):
-        y = labels[r] if r < nr else ignore_index
-        valid[r] = y != ignore_index
-        if valid[r]:
-            xl[r] = bt[y * FX_LANES + r]
-            wl[r] = 1.0 if weight == NULL else weight[y]
-            rs[r] = scale if row_scale == NULL else row_scale[r]
-        else:
-            xl[r] = wl[r] = rs[r] = 0.0
+    # What the coefficients need of each row's label, taken before the exponentials overwrite
+    # bt. Padding rows (see fx_blockops_impl.h) and ignored ones: zero loss and gradient.
+    fx_blk_labels(labels, nr, ignore_index, lab)
+    blk_label_terms(bt, nc, nr, lab, weight, row_scale, scale, xl, wl, rs)
     blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
     fx_blk_log(s, FX_LANES, log_s)
     blk_lse(m, nan, log_s, log_s)
     memset(pow2, 0, sizeof(pow2))
-    if blk_xent_coefs(valid, xl, wl, rs, nc, smoothing, weight_total, log_s, s, wx,
+    if blk_xent_coefs(lab, xl, wl, rs, nc, smoothing, weight_total, log_s, s, wx,
                       COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE, loss_b, alpha,
                       beta, at_label):
         # Some coefficient past the limit (rare): row by row, scaled by powers of two.
         for r in range(nr):
-            if valid[r]:
+            if lab[r] >= 0:
                 loss_b[r] = xent_row_coefs(
                     labels[r], weight, nc, smoothing, weight_total, log_s[r], s[r], xl[r],
                     wx[r], rs[r], &alpha[r] if grad != NULL else NULL, &beta[r],
@@ -494,14 +488,8 @@ cdef void block_xent_index(
     store_losses(loss_b, nr, FX_LANES, loss, loss_sum)      # zero beyond nr
     if grad == NULL:
         return
-    blk_axpw(bt, nc, alpha, beta, weight)
-    for r in range(nr):
-        y = labels[r]
-        if y == ignore_index:
-            for j in range(nc):         # exactly zero, whatever the logits held
-                bt[j * FX_LANES + r] = 0
-        else:
-            bt[y * FX_LANES + r] -= at_label[r]
+    # the gradient: rescaled exponentials, minus at_label at the label, zero in ignored rows
+    blk_axpw(bt, nc, alpha, beta, weight, lab, at_label)
     blk_store(bt, nr, nc, grad, ld_grad, flat)
     if rescale:
         for r in range(nr):

@@ -313,6 +313,23 @@ static inline void fx_blk_flat_index(ptrdiff_t nc, int32_t *flat)
     }
 }
 
+/* lab[r] = the class index of row r of a block as a 32-bit lane, -1 for an ignored row and for
+   the padding rows past nr. The labels are range-checked before any kernel runs (check_labels
+   in _kernels.pyx), so a label that is not ignore_index lies in [0, nc) and fits. The passes
+   that need a row's label (fx_blk_label_terms, fx_blk_axpw) then compare it with the class in
+   32-bit lanes, the width of a float block's lanes. */
+static inline void fx_blk_labels(const int64_t *labels, ptrdiff_t nr, int64_t ignore_index,
+                                 int32_t *lab)
+{
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        lab[r] = labels[r] == ignore_index ? -1 : (int32_t)labels[r];
+    }
+    for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
+        lab[r] = -1;
+    }
+}
+
 /* out[r] = log(s[r]) for a block. */
 static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 {

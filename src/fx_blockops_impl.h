@@ -209,15 +209,72 @@ static inline void FX_NAME(fx_blk_wsum)(const FX_T *bt, ptrdiff_t nc, const doub
     }
 }
 
-/* et = a[r] * et - b[r] * w[j] (w NULL: 1): rescaled exponentials, and loss gradients. */
+/* et = a[r] * et - b[r] * w[j] (w NULL: 1): rescaled exponentials, and loss gradients. With
+   class-index labels (lab, fx_blk_labels), also - gamma[r] at the label's class, and 0 in the
+   rows that have no label (ignored rows: exactly zero, whatever their logits held; padding
+   rows). */
 static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, const FX_T *b,
-                                        const double *w)
+                                        const double *w, const int32_t *lab, const FX_T *gamma)
 {
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_T wj = w == NULL ? (FX_T)1 : (FX_T)w[j];
+        if (lab == NULL) {
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+                et[j * FX_LANES + r] = a[r] * et[j * FX_LANES + r] - b[r] * wj;
+            }
+            continue;
+        }
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-            et[j * FX_LANES + r] = a[r] * et[j * FX_LANES + r] - b[r] * wj;
+            FX_T v = a[r] * et[j * FX_LANES + r] - b[r] * wj;
+            v = lab[r] == (int32_t)j ? v - gamma[r] : v;
+            et[j * FX_LANES + r] = lab[r] >= 0 ? v : (FX_T)0;
+        }
+    }
+}
+
+/* What the loss of a block of rows needs of each row's label (lab, fx_blk_labels): xl[r] the
+   logit at the label, wl[r] the label's class weight (w NULL: 1), rs[r] the row's gradient
+   scale (row_scale[r], or scale where row_scale is NULL); all 0 in a row without a label. One
+   select per class and lane instead of a scalar loop over the rows, whose indexed loads
+   took a fifth of the loss gradient's time at C = 10 (perf, docs/performance.md, session 10). */
+static inline void FX_NAME(fx_blk_label_terms)(const FX_T *bt, ptrdiff_t nc, ptrdiff_t nr,
+                                               const int32_t *lab, const double *w,
+                                               const double *row_scale, double scale,
+                                               double *xl, double *wl, double *rs)
+{
+    FX_T xt[FX_LANES];
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        xt[r] = 0;
+        wl[r] = lab[r] >= 0 ? 1.0 : 0.0;
+        rs[r] = 0.0;
+    }
+    /* row_scale holds nr entries: the rows past nr are not read */
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        rs[r] = lab[r] < 0 ? 0.0 : row_scale == NULL ? scale : row_scale[r];
+    }
+    /* Loads and selects in the lanes' own type and width; the conversions once, after. */
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            const FX_T v = bt[j * FX_LANES + r];
+            xt[r] = lab[r] == (int32_t)j ? v : xt[r];
+        }
+    }
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        xl[r] = (double)xt[r];
+    }
+    if (w != NULL) {
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            const double wj = w[j];
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+                wl[r] = lab[r] == (int32_t)j ? wj : wl[r];
+            }
         }
     }
 }
@@ -344,12 +401,12 @@ static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nc, const doubl
    exponentials into its gradient: xent_row_coefs of _kernels.pyx, the one-row reference, as
    one vector loop (the scalar loop, a division and three conversions per row, took about a
    quarter of the loss gradient's time at C = 10: docs/performance.md, v9). Per row: the
-   label's logit xl and class weight wl, the gradient's scale rs, 0 for ignored and padding
-   rows (valid[r] = 0: zero loss and coefficients). Returns whether some coefficient exceeds
+   label's logit xl and class weight wl, the gradient's scale rs (fx_blk_label_terms); rows
+   without a label (lab[r] < 0: ignored and padding rows) get zero loss and coefficients. Returns whether some coefficient exceeds
    `limit`, where the caller redoes the block with xent_row_coefs, which scales such rows by a
    power of two. */
 static inline int FX_NAME(fx_blk_xent_coefs)(
-    const int *valid, const double *xl, const double *wl, const double *rs, ptrdiff_t nc,
+    const int32_t *lab, const double *xl, const double *wl, const double *rs, ptrdiff_t nc,
     double smoothing, double weight_total, const double *lse, const double *s,
     const double *wx, double limit, double *loss, FX_T *alpha, FX_T *beta, FX_T *gamma)
 {
@@ -362,7 +419,7 @@ static inline int FX_NAME(fx_blk_xent_coefs)(
         /* With smoothing, b w x takes part even where b underflows to 0: 0 * inf is NaN. */
         double l = sum_c * lse[r] - a * xl[r] - (smoothing != 0.0 ? b * wx[r] : 0.0);
         double ad = rs[r] * sum_c / s[r], bd = rs[r] * b, gd = rs[r] * a;
-        int ok = valid[r] != 0;
+        int ok = lab[r] >= 0;
         over |= ok & ((ad > limit) | (ad < -limit) | (bd > limit) | (bd < -limit)
                       | (gd > limit) | (gd < -limit));
         loss[r] = ok ? l : 0.0;
