@@ -40,7 +40,7 @@ from _rowops cimport (
     dot_keep, mul_sub_kept,
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
     FX_CHUNK, FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
-    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_labels,
+    FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_labels_t,
     fx_blk_flat_index,
     fx_blk_expand_index, rows_sub, blk_load_max,
     blk_store, blk_sumexp, blk_lse, blk_inv, blk_wsum, blk_axpw, blk_label_terms, blk_sub,
@@ -457,7 +457,7 @@ cdef void block_xent_index(
     cdef double wl[FX_LANES]
     cdef double rs[FX_LANES]
     cdef double loss_b[FX_LANES]
-    cdef int32_t lab[FX_LANES]
+    cdef fx_blk_labels_t lab
     cdef int pow2[FX_LANES]
     cdef Py_ssize_t r
     cdef bint rescale = False
@@ -468,18 +468,17 @@ cdef void block_xent_index(
         memset(wx, 0, sizeof(wx))
     # What the coefficients need of each row's label, taken before the exponentials overwrite
     # bt. Padding rows (see fx_blockops_impl.h) and ignored ones: zero loss and gradient.
-    fx_blk_labels(labels, nr, ignore_index, lab)
-    blk_label_terms(bt, nc, nr, lab, weight, row_scale, scale, xl, wl, rs)
+    blk_label_terms(bt, nc, nr, labels, ignore_index, weight, row_scale, scale, &lab, xl, wl, rs)
     blk_sumexp(bt, nc, m, s, bt if grad != NULL else NULL)
     fx_blk_log(s, FX_LANES, log_s)
     blk_lse(m, nan, log_s, log_s)
     memset(pow2, 0, sizeof(pow2))
-    if blk_xent_coefs(lab, xl, wl, rs, nc, smoothing, weight_total, log_s, s, wx,
+    if blk_xent_coefs(&lab, xl, wl, rs, nc, smoothing, weight_total, log_s, s, wx,
                       COEF_MAX_FLOAT if floating is float else COEF_MAX_DOUBLE, loss_b, alpha,
                       beta, at_label):
         # Some coefficient past the limit (rare): row by row, scaled by powers of two.
         for r in range(nr):
-            if lab[r] >= 0:
+            if labels[r] != ignore_index:
                 loss_b[r] = xent_row_coefs(
                     labels[r], weight, nc, smoothing, weight_total, log_s[r], s[r], xl[r],
                     wx[r], rs[r], &alpha[r] if grad != NULL else NULL, &beta[r],
@@ -489,7 +488,7 @@ cdef void block_xent_index(
     if grad == NULL:
         return
     # the gradient: rescaled exponentials, minus at_label at the label, zero in ignored rows
-    blk_axpw(bt, nc, alpha, beta, weight, lab, at_label)
+    blk_axpw(bt, nc, alpha, beta, weight, &lab, at_label)
     blk_store(bt, nr, nc, grad, ld_grad, flat)
     if rescale:
         for r in range(nr):

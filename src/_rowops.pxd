@@ -253,23 +253,28 @@ cdef extern from "fx_blockops.h" nogil:
     void fx_blk_inv_d(const double *m, const int *nan, const double *s, double *out)
     void fx_blk_wsum_f(const float *bt, Py_ssize_t nc, const double *w, double *s)
     void fx_blk_wsum_d(const double *bt, Py_ssize_t nc, const double *w, double *s)
+    ctypedef union fx_blk_labels_t:    # FX_LANES lanes of either width
+        int32_t f[64]
+        int64_t d[64]
     void fx_blk_axpw_f(float *et, Py_ssize_t nc, const float *a, const float *b,
-                       const double *w, const int32_t *lab, const float *gamma)
+                       const double *w, const fx_blk_labels_t *labels, const float *gamma)
     void fx_blk_axpw_d(double *et, Py_ssize_t nc, const double *a, const double *b,
-                       const double *w, const int32_t *lab, const double *gamma)
-    void fx_blk_labels(const int64_t *labels, Py_ssize_t nr, int64_t ignore_index,
-                       int32_t *lab)
-    void fx_blk_label_terms_f(const float *bt, Py_ssize_t nc, Py_ssize_t nr,
-                              const int32_t *lab, const double *w, const double *row_scale,
-                              double scale, double *xl, double *wl, double *rs)
-    void fx_blk_label_terms_d(const double *bt, Py_ssize_t nc, Py_ssize_t nr,
-                              const int32_t *lab, const double *w, const double *row_scale,
-                              double scale, double *xl, double *wl, double *rs)
-    int fx_blk_xent_coefs_f(const int32_t *lab, const double *xl, const double *wl, const double *rs,
+                       const double *w, const fx_blk_labels_t *labels, const double *gamma)
+    void fx_blk_label_terms_f(const float *bt, Py_ssize_t nc, Py_ssize_t nr, const int64_t *y,
+                              int64_t ignore_index, const double *w, const double *row_scale,
+                              double scale, fx_blk_labels_t *labels, double *xl, double *wl,
+                              double *rs)
+    void fx_blk_label_terms_d(const double *bt, Py_ssize_t nc, Py_ssize_t nr, const int64_t *y,
+                              int64_t ignore_index, const double *w, const double *row_scale,
+                              double scale, fx_blk_labels_t *labels, double *xl, double *wl,
+                              double *rs)
+    int fx_blk_xent_coefs_f(const fx_blk_labels_t *labels, const double *xl, const double *wl,
+                            const double *rs,
                             Py_ssize_t nc, double smoothing, double weight_total,
                             const double *lse, const double *s, const double *wx, double limit,
                             double *loss, float *alpha, float *beta, float *gamma)
-    int fx_blk_xent_coefs_d(const int32_t *lab, const double *xl, const double *wl, const double *rs,
+    int fx_blk_xent_coefs_d(const fx_blk_labels_t *labels, const double *xl, const double *wl,
+                            const double *rs,
                             Py_ssize_t nc, double smoothing, double weight_total,
                             const double *lse, const double *s, const double *wx, double limit,
                             double *loss, double *alpha, double *beta, double *gamma)
@@ -342,22 +347,25 @@ cdef inline void blk_wsum(const floating *bt, Py_ssize_t nc, const double *w,
 
 
 cdef inline void blk_axpw(floating *et, Py_ssize_t nc, const floating *a, const floating *b,
-                          const double *w, const int32_t *lab,
+                          const double *w, const fx_blk_labels_t *labels,
                           const floating *gamma) noexcept nogil:
     if floating is float:
-        fx_blk_axpw_f(et, nc, a, b, w, lab, gamma)
+        fx_blk_axpw_f(et, nc, a, b, w, labels, gamma)
     else:
-        fx_blk_axpw_d(et, nc, a, b, w, lab, gamma)
+        fx_blk_axpw_d(et, nc, a, b, w, labels, gamma)
 
 
 cdef inline void blk_label_terms(const floating *bt, Py_ssize_t nc, Py_ssize_t nr,
-                                 const int32_t *lab, const double *w, const double *row_scale,
-                                 double scale, double *xl, double *wl,
+                                 const int64_t *y, int64_t ignore_index, const double *w,
+                                 const double *row_scale, double scale,
+                                 fx_blk_labels_t *labels, double *xl, double *wl,
                                  double *rs) noexcept nogil:
     if floating is float:
-        fx_blk_label_terms_f(bt, nc, nr, lab, w, row_scale, scale, xl, wl, rs)
+        fx_blk_label_terms_f(bt, nc, nr, y, ignore_index, w, row_scale, scale, labels, xl, wl,
+                             rs)
     else:
-        fx_blk_label_terms_d(bt, nc, nr, lab, w, row_scale, scale, xl, wl, rs)
+        fx_blk_label_terms_d(bt, nc, nr, y, ignore_index, w, row_scale, scale, labels, xl, wl,
+                             rs)
 
 
 cdef inline void rows_sub(const floating *x, Py_ssize_t nr, Py_ssize_t nc, const double *c,
@@ -368,16 +376,16 @@ cdef inline void rows_sub(const floating *x, Py_ssize_t nr, Py_ssize_t nc, const
         fx_rows_sub_d(x, nr, nc, c, y, expand)
 
 
-cdef inline bint blk_xent_coefs(const int32_t *lab, const double *xl, const double *wl,
+cdef inline bint blk_xent_coefs(const fx_blk_labels_t *labels, const double *xl, const double *wl,
                                 const double *rs, Py_ssize_t nc, double smoothing,
                                 double weight_total, const double *lse, const double *s,
                                 const double *wx, double limit, double *loss, floating *alpha,
                                 floating *beta, floating *gamma) noexcept nogil:
     if floating is float:
-        return fx_blk_xent_coefs_f(lab, xl, wl, rs, nc, smoothing, weight_total, lse, s, wx,
+        return fx_blk_xent_coefs_f(labels, xl, wl, rs, nc, smoothing, weight_total, lse, s, wx,
                                    limit, loss, alpha, beta, gamma)
     else:
-        return fx_blk_xent_coefs_d(lab, xl, wl, rs, nc, smoothing, weight_total, lse, s, wx,
+        return fx_blk_xent_coefs_d(labels, xl, wl, rs, nc, smoothing, weight_total, lse, s, wx,
                                    limit, loss, alpha, beta, gamma)
 
 

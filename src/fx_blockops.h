@@ -313,22 +313,15 @@ static inline void fx_blk_flat_index(ptrdiff_t nc, int32_t *flat)
     }
 }
 
-/* lab[r] = the class index of row r of a block as a 32-bit lane, -1 for an ignored row and for
-   the padding rows past nr. The labels are range-checked before any kernel runs (check_labels
-   in _kernels.pyx), so a label that is not ignore_index lies in [0, nc) and fits. The passes
-   that need a row's label (fx_blk_label_terms, fx_blk_axpw) then compare it with the class in
-   32-bit lanes, the width of a float block's lanes. */
-static inline void fx_blk_labels(const int64_t *labels, ptrdiff_t nr, int64_t ignore_index,
-                                 int32_t *lab)
-{
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t r = 0; r < nr; ++r) {
-        lab[r] = labels[r] == ignore_index ? -1 : (int32_t)labels[r];
-    }
-    for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
-        lab[r] = -1;
-    }
-}
+/* The labels of a block's rows (fx_blk_label_terms), in lanes as wide as the block's elements:
+   32-bit for float, 64-bit for double. A select by label then takes one compare per vector
+   on every ISA; 32-bit labels beside double lanes cost AVX2 a widening per vector, and made
+   the float64 loss gradient at C = 10-28 slower than the scalar loop they replaced
+   (docs/performance.md, session 10). */
+typedef union {
+    int32_t f[FX_LANES];
+    int64_t d[FX_LANES];
+} fx_blk_labels_t;
 
 /* out[r] = log(s[r]) for a block. */
 static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
@@ -340,6 +333,8 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 }
 
 #define FX_T float
+#define FX_LABEL_T int32_t
+#define FX_LABELS(u) ((u)->f)
 #define FX_NAME(op) op##_f
 #define FX_EXP fx_expf
 #define FX_EXP_LE0 fx_expf_le0
@@ -354,8 +349,12 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 #undef FX_GATHER
 #undef FX_TILE_LOAD
 #undef FX_TILE_STORE
+#undef FX_LABEL_T
+#undef FX_LABELS
 
 #define FX_T double
+#define FX_LABEL_T int64_t
+#define FX_LABELS(u) ((u)->d)
 #define FX_NAME(op) op##_d
 #define FX_EXP fx_exp
 #define FX_EXP_LE0 fx_exp_le0
@@ -370,5 +369,7 @@ static inline void fx_blk_log(const double *s, ptrdiff_t nr, double *out)
 #undef FX_GATHER
 #undef FX_TILE_LOAD
 #undef FX_TILE_STORE
+#undef FX_LABEL_T
+#undef FX_LABELS
 
 #endif /* FX_BLOCKOPS_H */

@@ -1,6 +1,7 @@
 /*
  * Template body of fx_blockops.h (FX_T, FX_NAME, FX_EXP, FX_EXP_LE0 as in fx_rowops_impl.h;
- * FX_GATHER the gather for FX_T).
+ * FX_GATHER the gather for FX_T; FX_LABEL_T the signed integer as wide as FX_T, and
+ * FX_LABELS(u) the lanes of that width in a fx_blk_labels_t).
  *
  * A block is `nr` rows of `nc` columns held transposed: element (r, j) at bt[j * FX_LANES + r].
  * Every loop runs over the rows in its inner, vectorised dimension, so one vector lane works
@@ -210,12 +211,14 @@ static inline void FX_NAME(fx_blk_wsum)(const FX_T *bt, ptrdiff_t nc, const doub
 }
 
 /* et = a[r] * et - b[r] * w[j] (w NULL: 1): rescaled exponentials, and loss gradients. With
-   class-index labels (lab, fx_blk_labels), also - gamma[r] at the label's class, and 0 in the
-   rows that have no label (ignored rows: exactly zero, whatever their logits held; padding
-   rows). */
+   class-index labels (labels, from fx_blk_label_terms), also - gamma[r] at the label's
+   class, and 0 in the rows that have no label (ignored rows: exactly zero, whatever their
+   logits held; padding rows). */
 static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, const FX_T *b,
-                                        const double *w, const int32_t *lab, const FX_T *gamma)
+                                        const double *w, const fx_blk_labels_t *labels,
+                                        const FX_T *gamma)
 {
+    const FX_LABEL_T *lab = labels == NULL ? NULL : FX_LABELS(labels);
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_T wj = w == NULL ? (FX_T)1 : (FX_T)w[j];
         if (lab == NULL) {
@@ -225,25 +228,60 @@ static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, c
             }
             continue;
         }
+        /* The same bits as subtracting gamma at the label alone: x - 0 is x. gamma is
+           loaded in every lane: a load under the condition becomes a masked load, slow on
+           AVX2. */
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-            FX_T v = a[r] * et[j * FX_LANES + r] - b[r] * wj;
-            v = lab[r] == (int32_t)j ? v - gamma[r] : v;
-            et[j * FX_LANES + r] = lab[r] >= 0 ? v : (FX_T)0;
+            const FX_T g = gamma[r];
+            const FX_T at_label = lab[r] == (FX_LABEL_T)j ? g : (FX_T)0;
+            et[j * FX_LANES + r] = (a[r] * et[j * FX_LANES + r] - b[r] * wj) - at_label;
+        }
+    }
+    if (lab == NULL) {
+        return;
+    }
+    /* Rows without a label, rare but for a block's padding: a select for each element of
+       the block in the loop above cost AVX2 twice its instructions. */
+    int unlabelled = 0;
+    FX_PRAGMA(omp simd reduction(|:unlabelled))
+    for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+        unlabelled |= lab[r] < 0;
+    }
+    if (unlabelled) {
+        for (ptrdiff_t j = 0; j < nc; ++j) {
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+                et[j * FX_LANES + r] = lab[r] < 0 ? (FX_T)0 : et[j * FX_LANES + r];
+            }
         }
     }
 }
 
-/* What the loss of a block of rows needs of each row's label (lab, fx_blk_labels): xl[r] the
-   logit at the label, wl[r] the label's class weight (w NULL: 1), rs[r] the row's gradient
-   scale (row_scale[r], or scale where row_scale is NULL); all 0 in a row without a label. One
-   select per class and lane instead of a scalar loop over the rows, whose indexed loads
-   took a fifth of the loss gradient's time at C = 10 (perf, docs/performance.md, session 10). */
+/* What the loss of a block of rows needs of each row's label y[r] (the labels were
+   range-checked before any kernel ran: check_labels in _kernels.pyx):
+   - lab: y[r] in lanes of the elements' width (fx_blk_labels_t), -1 for an ignored row and
+     for the padding rows past nr;
+   - xl[r] the logit at the label, wl[r] the label's class weight (w NULL: 1), rs[r] the row's
+     gradient scale (row_scale[r], or scale where row_scale is NULL); all 0 in a row without a
+     label.
+   One select per class and lane instead of a scalar loop over the rows, whose indexed loads
+   took a fifth of the loss gradient's time at C = 10 (perf, docs/performance.md,
+   session 10). */
 static inline void FX_NAME(fx_blk_label_terms)(const FX_T *bt, ptrdiff_t nc, ptrdiff_t nr,
-                                               const int32_t *lab, const double *w,
-                                               const double *row_scale, double scale,
+                                               const int64_t *y, int64_t ignore_index,
+                                               const double *w, const double *row_scale,
+                                               double scale, fx_blk_labels_t *labels,
                                                double *xl, double *wl, double *rs)
 {
+    FX_LABEL_T *lab = FX_LABELS(labels);
+    FX_PRAGMA(omp simd)
+    for (ptrdiff_t r = 0; r < nr; ++r) {
+        lab[r] = y[r] == ignore_index ? -1 : (FX_LABEL_T)y[r];
+    }
+    for (ptrdiff_t r = nr; r < FX_LANES; ++r) {
+        lab[r] = -1;
+    }
     FX_T xt[FX_LANES];
     FX_PRAGMA(omp simd)
     for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
@@ -254,14 +292,15 @@ static inline void FX_NAME(fx_blk_label_terms)(const FX_T *bt, ptrdiff_t nc, ptr
     /* row_scale holds nr entries: the rows past nr are not read */
     FX_PRAGMA(omp simd)
     for (ptrdiff_t r = 0; r < nr; ++r) {
-        rs[r] = lab[r] < 0 ? 0.0 : row_scale == NULL ? scale : row_scale[r];
+        const double sr = row_scale == NULL ? scale : row_scale[r];
+        rs[r] = lab[r] < 0 ? 0.0 : sr;
     }
     /* Loads and selects in the lanes' own type and width; the conversions once, after. */
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             const FX_T v = bt[j * FX_LANES + r];
-            xt[r] = lab[r] == (int32_t)j ? v : xt[r];
+            xt[r] = lab[r] == (FX_LABEL_T)j ? v : xt[r];
         }
     }
     FX_PRAGMA(omp simd)
@@ -273,7 +312,7 @@ static inline void FX_NAME(fx_blk_label_terms)(const FX_T *bt, ptrdiff_t nc, ptr
             const double wj = w[j];
             FX_PRAGMA(omp simd)
             for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-                wl[r] = lab[r] == (int32_t)j ? wj : wl[r];
+                wl[r] = lab[r] == (FX_LABEL_T)j ? wj : wl[r];
             }
         }
     }
@@ -402,15 +441,18 @@ static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nc, const doubl
    one vector loop (the scalar loop, a division and three conversions per row, took about a
    quarter of the loss gradient's time at C = 10: docs/performance.md, v9). Per row: the
    label's logit xl and class weight wl, the gradient's scale rs (fx_blk_label_terms); rows
-   without a label (lab[r] < 0: ignored and padding rows) get zero loss and coefficients. Returns whether some coefficient exceeds
+   without a label (ignored and padding rows, -1 in labels) get zero loss and coefficients.
+   Returns whether some coefficient exceeds
    `limit`, where the caller redoes the block with xent_row_coefs, which scales such rows by a
    power of two. */
 static inline int FX_NAME(fx_blk_xent_coefs)(
-    const int32_t *lab, const double *xl, const double *wl, const double *rs, ptrdiff_t nc,
+    const fx_blk_labels_t *labels, const double *xl, const double *wl, const double *rs,
+    ptrdiff_t nc,
     double smoothing, double weight_total, const double *lse, const double *s,
     const double *wx, double limit, double *loss, FX_T *alpha, FX_T *beta, FX_T *gamma)
 {
     const double b = smoothing / (double)nc;
+    const FX_LABEL_T *lab = FX_LABELS(labels);
     int over = 0;
     FX_PRAGMA(omp simd reduction(|:over))
     for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
