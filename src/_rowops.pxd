@@ -269,13 +269,13 @@ cdef extern from "fx_blockops.h" nogil:
                               double scale, fx_blk_labels_t *labels, double *xl, double *wl,
                               double *rs)
     int fx_blk_xent_coefs_f(const fx_blk_labels_t *labels, const double *xl, const double *wl,
-                            const double *rs,
-                            Py_ssize_t nc, double smoothing, double weight_total,
+                            const double *rs, Py_ssize_t nc, double smoothing,
+                            double weight_total,
                             const double *lse, const double *s, const double *wx, double limit,
                             double *loss, float *alpha, float *beta, float *gamma)
     int fx_blk_xent_coefs_d(const fx_blk_labels_t *labels, const double *xl, const double *wl,
-                            const double *rs,
-                            Py_ssize_t nc, double smoothing, double weight_total,
+                            const double *rs, Py_ssize_t nc, double smoothing,
+                            double weight_total,
                             const double *lse, const double *s, const double *wx, double limit,
                             double *loss, double *alpha, double *beta, double *gamma)
     void fx_blk_coef_sums_f(const float *bt, const float *tt, Py_ssize_t nc, const double *w,

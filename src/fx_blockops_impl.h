@@ -442,13 +442,11 @@ static inline void FX_NAME(fx_blk_sub)(const FX_T *bt, ptrdiff_t nc, const doubl
    quarter of the loss gradient's time at C = 10: docs/performance.md, v9). Per row: the
    label's logit xl and class weight wl, the gradient's scale rs (fx_blk_label_terms); rows
    without a label (ignored and padding rows, -1 in labels) get zero loss and coefficients.
-   Returns whether some coefficient exceeds
-   `limit`, where the caller redoes the block with xent_row_coefs, which scales such rows by a
-   power of two. */
+   Returns whether some coefficient exceeds `limit`, where the caller redoes the block with
+   xent_row_coefs, which scales such rows by a power of two. */
 static inline int FX_NAME(fx_blk_xent_coefs)(
     const fx_blk_labels_t *labels, const double *xl, const double *wl, const double *rs,
-    ptrdiff_t nc,
-    double smoothing, double weight_total, const double *lse, const double *s,
+    ptrdiff_t nc, double smoothing, double weight_total, const double *lse, const double *s,
     const double *wx, double limit, double *loss, FX_T *alpha, FX_T *beta, FX_T *gamma)
 {
     const double b = smoothing / (double)nc;
