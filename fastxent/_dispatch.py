@@ -66,6 +66,18 @@ def gathers_are_fast(path="/sys/devices/system/cpu/vulnerabilities/gather_data_s
 
 kernels.set_gathers(gathers_are_fast())
 
+#: The block thresholds (``set_block_max_classes(read, write)``, each a (float32, float64)
+#: pair of the largest class counts computed in blocks) for the processor makers whose cores
+#: want others than the build's defaults, which were measured on an Intel Xeon (Sapphire
+#: Rapids class). On AMD Zen 5 (EPYC) float64 blocks win below 16 classes (1.3-1.8x at 12
+#: and 14), are even at 16-20, and lose from 28 on (rows 1.2-2x faster at 28-48);
+#: float32's crossovers stayed near the defaults (tools/block_vs_rows.py, docs/performance.md,
+#: session 11).
+BLOCK_MAX_CLASSES = {"AuthenticAMD": ((56, 15), (40, 15))}
+
+if _baseline.cpu_vendor() in BLOCK_MAX_CLASSES:
+    kernels.set_block_max_classes(*BLOCK_MAX_CLASSES[_baseline.cpu_vendor()])
+
 _specialised = {}
 
 

@@ -58,6 +58,7 @@ cdef extern from "fx_platform.h" nogil:
     int fx_omp_max_threads()
     int fx_cpu_has_avx2()
     int fx_cpu_has_avx512()
+    void fx_cpu_vendor(char *out)
 
 
 def openmp_enabled():
@@ -78,6 +79,14 @@ def cpu_has_avx2():
 def cpu_has_avx512():
     """Whether the processor and the OS support AVX-512 F, DQ, BW and VL."""
     return bool(fx_cpu_has_avx512())
+
+
+def cpu_vendor():
+    """The processor's maker as CPUID spells it (``'GenuineIntel'``, ``'AuthenticAMD'``);
+    ``''`` off x86 or where CPUID does not say."""
+    cdef char out[13]
+    fx_cpu_vendor(out)
+    return out.decode("ascii", "replace")
 
 
 # ---------------------------------------------------------------------------------- one row
@@ -231,7 +240,8 @@ cdef inline void scale_pow2(floating *g, Py_ssize_t n, int k) noexcept nogil:
 # The largest class counts computed in blocks, for the kernels that only read a row and for
 # those that also write one (transposing the output back costs more), per row type: index 0
 # float32, 1 float64. Measured with tools/block_vs_rows.py (docs/performance.md, session 7):
-# float32 blocks win up to about 56 / 40 classes, float64 ones up to about 48 / 28.
+# float32 blocks win up to about 56 / 40 classes, float64 ones up to about 48 / 28. These are
+# the defaults, measured on an Intel Xeon; fastxent._dispatch sets others per processor maker.
 cdef Py_ssize_t block_max_classes_read[2]
 cdef Py_ssize_t block_max_classes_write[2]
 block_max_classes_read[0], block_max_classes_read[1] = 56, 48

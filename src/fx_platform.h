@@ -31,9 +31,26 @@ static inline int fx_cpu_has_avx512(void)
         && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
         && fx_cpu_has_avx2();
 }
+
+#include <cpuid.h>
+#include <string.h>
+/* The processor's maker as CPUID leaf 0 spells it ("GenuineIntel", "AuthenticAMD"), in
+   out[13]; "" where CPUID has no leaf 0. */
+static inline void fx_cpu_vendor(char *out)
+{
+    unsigned int eax, ebx, ecx, edx;
+    out[0] = '\0';
+    if (__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
+        memcpy(out, &ebx, 4);
+        memcpy(out + 4, &edx, 4);
+        memcpy(out + 8, &ecx, 4);
+        out[12] = '\0';
+    }
+}
 #else
 static inline int fx_cpu_has_avx2(void) { return 0; }
 static inline int fx_cpu_has_avx512(void) { return 0; }
+static inline void fx_cpu_vendor(char *out) { out[0] = '\0'; }
 #endif
 
 #endif /* FX_PLATFORM_H */

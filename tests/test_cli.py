@@ -56,8 +56,9 @@ def test_bench_tiny_run_prints_a_table(tmp_path):
     assert payload["meta"].get("pinned", False) == hasattr(os, "sched_setaffinity")
 
 
-def _result(threads, fastxent, alone=(float("nan"), float("nan")), n=4096, c=1000):
-    return _bench.Result("softmax", n, c, "float32", threads, {"fastxent": fastxent}, 1.0,
+def _result(threads, fastxent, alone=(float("nan"), float("nan")), n=4096, c=1000,
+            bound=1.0):
+    return _bench.Result("softmax", n, c, "float32", threads, {"fastxent": fastxent}, bound,
                          "bound1", {}, *alone)
 
 
@@ -65,13 +66,25 @@ def test_bench_scaling_judges_the_ratio_measured_in_one_run():
     # across the two processes 2 threads look 2x faster, alone in one run only 1.5x: a miss
     lines = _bench.scaling_lines([_result(1, 4.0), _result(2, 2.0, alone=(3.0, 2.0))])
     row = next(line for line in lines if line.startswith("softmax"))
-    assert row.split()[-3:] == ["1.50x", "2.00x", "MISS"], row
+    assert row.split()[-4:] == ["1.50x", "2.00x", "3.00x", "MISS"], row
     lines = _bench.scaling_lines([_result(1, 3.0), _result(2, 2.0, alone=(3.6, 2.0))])
     row = next(line for line in lines if line.startswith("softmax"))
-    assert row.split()[-2:] == ["1.80x", "1.50x"], row
+    assert row.split()[-3:] == ["1.80x", "1.50x", "3.60x"], row
     # small shapes are shown but not judged
     lines = _bench.scaling_lines([_result(2, 2.0, alone=(2.0, 2.0), n=64, c=10)])
-    assert not lines[-1].endswith("MISS") and lines[-1].split()[-2:] == ["1.00x", "-"]
+    assert not lines[-1].endswith("MISS") and lines[-1].split()[-3:] == ["1.00x", "-", "2.00x"]
+
+
+def test_bench_scaling_at_the_memory_bound():
+    # one thread already near the 2-thread bound: 1.7x is out of reach ('max' 1.20x); a 2-thread
+    # time within 80% of the bound is marked 'bound', a slower one still a miss
+    lines = _bench.scaling_lines([_result(2, 1.1, alone=(1.2, 1.1))])
+    assert lines[-1].split()[-2:] == ["1.20x", "bound"], lines[-1]
+    lines = _bench.scaling_lines([_result(2, 1.4, alone=(1.2, 1.4))])
+    assert lines[-1].split()[-2:] == ["1.20x", "MISS"], lines[-1]
+    # 1.7x within reach ('max' 2.40x) but not met: a miss, however close to the bound
+    lines = _bench.scaling_lines([_result(2, 0.6, alone=(1.2, 1.1), bound=0.5)])
+    assert lines[-1].split()[-2:] == ["2.40x", "MISS"], lines[-1]
 
 
 def test_bench_pins_a_child_to_its_thread_count():

@@ -138,3 +138,36 @@ def test_gathers_off_only_under_the_gds_microcode_mitigation(tmp_path, report, f
     if report is not None:
         path.write_text(report)
     assert _dispatch.gathers_are_fast(str(path)) is fast
+
+
+def test_cpu_vendor_is_what_cpuinfo_says():
+    vendor = _dispatch._baseline.cpu_vendor()
+    assert isinstance(vendor, str)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            listed = {line.split(":", 1)[1].strip() for line in fh
+                      if line.startswith("vendor_id")}
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    if not listed:
+        pytest.skip("/proc/cpuinfo names no vendor (not x86)")
+    assert listed == {vendor}
+
+
+def test_block_thresholds_follow_the_processor_maker():
+    """At import, the thresholds of _dispatch.BLOCK_MAX_CLASSES for this maker, or the
+    build's defaults; the same in every build, since each keeps its own."""
+    code = textwrap.dedent("""
+        import json, fastxent
+        from fastxent import _dispatch
+        k = _dispatch.kernels
+        print(json.dumps([_dispatch._baseline.cpu_vendor(), k.set_block_max_classes(0, 0)]))
+    """)
+    for isa in fastxent.available_isas():
+        proc = subprocess.run([sys.executable, "-c", code], env=_env(FASTXENT_ISA=isa),
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        vendor, thresholds = json.loads(proc.stdout)
+        defaults = [[56, 48], [40, 28]]
+        expected = _dispatch.BLOCK_MAX_CLASSES.get(vendor, defaults)
+        assert thresholds == [list(pair) for pair in expected]
