@@ -21,9 +21,13 @@
    up to a 64-byte boundary was tried; it made the last bits of the results depend on the
    address of the array, and was rejected.) */
 
-/* The max of acc[0:FX_CHUNK], in a fixed tree of halves (as fx_chunk_sum). */
+/* The max of acc[0:FX_CHUNK], in a fixed tree of halves (as fx_chunk_sum); in vector
+   registers where the build has AVX2 (fx_chunk_max_vec_f, _d in fx_rowops.h). */
 FX_ALWAYS_INLINE FX_T FX_NAME(fx_chunk_max)(const FX_T *acc)
 {
+#if defined(__AVX2__)
+    return FX_NAME(fx_chunk_max_vec)(acc);
+#else
     FX_T h8[8], h4[4], a, b;
     for (int k = 0; k < 8; ++k) {
         h8[k] = acc[k + 8] > acc[k] ? acc[k + 8] : acc[k];
@@ -34,6 +38,7 @@ FX_ALWAYS_INLINE FX_T FX_NAME(fx_chunk_max)(const FX_T *acc)
     a = h4[2] > h4[0] ? h4[2] : h4[0];
     b = h4[3] > h4[1] ? h4[3] : h4[1];
     return b > a ? b : a;
+#endif
 }
 
 /* max(x[0:n]) over the values that are not NaN, -inf for n == 0 (a NaN never compares
