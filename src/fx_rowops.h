@@ -67,6 +67,16 @@
 #define FX_ALWAYS_INLINE static inline
 #endif
 
+/* For the long-row paths of small inlined helpers: kept out of line, they cost the short
+   rows' loops that inline those helpers no registers nor code size. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FX_NOINLINE static __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define FX_NOINLINE static __declspec(noinline)
+#else
+#define FX_NOINLINE static
+#endif
+
 /* The sum of acc[0:FX_CHUNK] (FX_CHUNK = 16), in a fixed tree of halves. Written out step by
    step: as a loop over the step width, GCC kept the tree in memory and ran it as a scalar loop,
    which cost a row of 100 classes a quarter of its time. */

@@ -41,15 +41,10 @@ FX_ALWAYS_INLINE FX_T FX_NAME(fx_chunk_max)(const FX_T *acc)
 #endif
 }
 
-/* max(x[0:n]) over the values that are not NaN, -inf for n == 0 (a NaN never compares
-   greater). NaN reaches the results through the sums of exponentials instead. */
-static inline FX_T FX_NAME(fx_max)(const FX_T *x, ptrdiff_t n)
+/* max over the chunks of x[j:n] and acc[0:FX_CHUNK] (the running maxima of x[0:j]); the
+   end of fx_max, shared by its two forms below. */
+FX_ALWAYS_INLINE FX_T FX_NAME(fx_max_rest)(const FX_T *x, ptrdiff_t j, ptrdiff_t n, FX_T *acc)
 {
-    FX_T acc[FX_CHUNK];
-    ptrdiff_t j = 0;
-    for (int k = 0; k < FX_CHUNK; ++k) {
-        acc[k] = -INFINITY;
-    }
     for (; j + FX_CHUNK <= n; j += FX_CHUNK) {
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
@@ -72,6 +67,54 @@ static inline FX_T FX_NAME(fx_max)(const FX_T *x, ptrdiff_t n)
         }
     }
     return FX_NAME(fx_chunk_max)(acc);
+}
+
+/* fx_max for float rows of 8 chunks and more: four chunks per step into four maxima. One chain of
+   vector maxima waits on each max's latency (perf put a fifth of logsumexp 4096x1000 float32
+   on it, Zen 5; docs/performance.md, session 11). A max is exact: the order changes no
+   result. Out of line, and a function of its own rather than a step that fills fx_max's
+   maxima: with their address passed out, GCC kept them in memory in every short row too
+   (C = 100: 3-6% slower). */
+FX_NOINLINE FX_T FX_NAME(fx_max_long)(const FX_T *x, ptrdiff_t n)
+{
+    FX_T acc[FX_CHUNK], acc1[FX_CHUNK], acc2[FX_CHUNK], acc3[FX_CHUNK];
+    ptrdiff_t j = 0;
+    for (int k = 0; k < FX_CHUNK; ++k) {
+        acc[k] = acc1[k] = acc2[k] = acc3[k] = -INFINITY;
+    }
+    for (; j + 4 * FX_CHUNK <= n; j += 4 * FX_CHUNK) {
+        FX_PRAGMA(omp simd)
+        for (int k = 0; k < FX_CHUNK; ++k) {
+            const FX_T *xj = x + j + k;
+            acc[k] = xj[0] > acc[k] ? xj[0] : acc[k];
+            acc1[k] = xj[FX_CHUNK] > acc1[k] ? xj[FX_CHUNK] : acc1[k];
+            acc2[k] = xj[2 * FX_CHUNK] > acc2[k] ? xj[2 * FX_CHUNK] : acc2[k];
+            acc3[k] = xj[3 * FX_CHUNK] > acc3[k] ? xj[3 * FX_CHUNK] : acc3[k];
+        }
+    }
+    FX_PRAGMA(omp simd)
+    for (int k = 0; k < FX_CHUNK; ++k) {
+        const FX_T lo = acc1[k] > acc[k] ? acc1[k] : acc[k];
+        const FX_T hi = acc3[k] > acc2[k] ? acc3[k] : acc2[k];
+        acc[k] = hi > lo ? hi : lo;
+    }
+    return FX_NAME(fx_max_rest)(x, j, n, acc);
+}
+
+/* max(x[0:n]) over the values that are not NaN, -inf for n == 0 (a NaN never compares
+   greater). NaN reaches the results through the sums of exponentials instead. */
+static inline FX_T FX_NAME(fx_max)(const FX_T *x, ptrdiff_t n)
+{
+    /* float rows only: a chunk of doubles is two vectors, two chains already, and four
+       chunks per step made the float64 softmax and loss gradient at C = 1000 4-7% slower */
+    if (sizeof(FX_T) == 4 && n >= 8 * FX_CHUNK) {
+        return FX_NAME(fx_max_long)(x, n);
+    }
+    FX_T acc[FX_CHUNK];
+    for (int k = 0; k < FX_CHUNK; ++k) {
+        acc[k] = -INFINITY;
+    }
+    return FX_NAME(fx_max_rest)(x, 0, n, acc);
 }
 
 /* Whether x[0:n] holds a NaN (rarely called: only for rows whose max is infinite). */
