@@ -75,8 +75,9 @@ kernels.set_gathers(gathers_are_fast())
 #: session 11).
 BLOCK_MAX_CLASSES = {"AuthenticAMD": ((56, 15), (40, 15))}
 
-if _baseline.cpu_vendor() in BLOCK_MAX_CLASSES:
-    kernels.set_block_max_classes(*BLOCK_MAX_CLASSES[_baseline.cpu_vendor()])
+_vendor = _baseline.cpu_vendor()
+if _vendor in BLOCK_MAX_CLASSES:
+    kernels.set_block_max_classes(*BLOCK_MAX_CLASSES[_vendor])
 
 _specialised = {}
 

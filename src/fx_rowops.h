@@ -77,37 +77,27 @@
 #define FX_NOINLINE static
 #endif
 
-/* The sum of acc[0:FX_CHUNK] (FX_CHUNK = 16), in a fixed tree of halves. Written out step by
-   step: as a loop over the step width, GCC kept the tree in memory and ran it as a scalar loop,
-   which cost a row of 100 classes a quarter of its time. */
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
-#if defined(__AVX512F__)
-/* The same tree in vector registers: GCC compiled the one below to sixteen scalar loads from
-   the partial sums spilled to the stack and fifteen scalar additions, about a fifth of a
-   row of 100 floats (perf, docs/performance.md, session 11). Same additions, same order, so
-   the same bits. */
+/* The sum of acc[0:FX_CHUNK] (FX_CHUNK = 16), in a fixed tree of halves: h8[k] = acc[k] +
+   acc[k + 8], h4[k] = h8[k] + h8[k + 4], then (h4[0] + h4[2]) + (h4[1] + h4[3]). Where the
+   build has AVX2 (the AVX-512 build too), in vector registers: GCC compiled the scalar form to
+   sixteen loads from the partial sums spilled to the stack and fifteen scalar additions,
+   about a fifth of a row of 100 floats (perf, docs/performance.md, session 11). Same
+   additions in the same order, so the same bits. Written out step by step: as a loop over
+   the step width, GCC kept the tree in memory and ran it as a scalar loop, which cost a row
+   of 100 classes a quarter of its time. */
 FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
 {
-    const __m512d h8 = _mm512_add_pd(_mm512_loadu_pd(acc), _mm512_loadu_pd(acc + 8));
-    const __m256d h4 = _mm256_add_pd(_mm512_castpd512_pd256(h8), _mm512_extractf64x4_pd(h8, 1));
-    const __m128d h2 = _mm_add_pd(_mm256_castpd256_pd128(h4), _mm256_extractf128_pd(h4, 1));
-    return _mm_cvtsd_f64(h2) + _mm_cvtsd_f64(_mm_unpackhi_pd(h2, h2));
-}
-#elif defined(__AVX2__)
-FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
-{
+#if defined(__AVX2__)
     const __m256d h8a = _mm256_add_pd(_mm256_loadu_pd(acc), _mm256_loadu_pd(acc + 8));
     const __m256d h8b = _mm256_add_pd(_mm256_loadu_pd(acc + 4), _mm256_loadu_pd(acc + 12));
     const __m256d h4 = _mm256_add_pd(h8a, h8b);
     const __m128d h2 = _mm_add_pd(_mm256_castpd256_pd128(h4), _mm256_extractf128_pd(h4, 1));
     return _mm_cvtsd_f64(h2) + _mm_cvtsd_f64(_mm_unpackhi_pd(h2, h2));
-}
 #else
-FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
-{
     double h8[8], h4[4];
     for (int k = 0; k < 8; ++k) {
         h8[k] = acc[k] + acc[k + 8];
@@ -116,8 +106,8 @@ FX_ALWAYS_INLINE double fx_chunk_sum(const double *acc)
         h4[k] = h8[k] + h8[k + 4];
     }
     return (h4[0] + h4[2]) + (h4[1] + h4[3]);
-}
 #endif
+}
 
 #if defined(__AVX2__)
 /* The tree of fx_chunk_max (fx_rowops_impl.h) in vector registers, for the same reason:
