@@ -143,8 +143,24 @@ static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX
         s[r] = 0.0;
     }
     ptrdiff_t j = 0;
-    /* Two columns' exponentials added in the row type first, as in fx_sumexp: one
-       conversion to double per pair. */
+    /* Four columns' exponentials (float), then pairs, added in the row type first, as in
+       fx_sumexp: one conversion to double per four or pair. */
+    for (; FX_FOURS && j + 4 <= nc; j += 4) {
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            FX_T e0 = FX_EXP_LE0(bt[j * FX_LANES + r] - m[r]);
+            FX_T e1 = FX_EXP_LE0(bt[(j + 1) * FX_LANES + r] - m[r]);
+            FX_T e2 = FX_EXP_LE0(bt[(j + 2) * FX_LANES + r] - m[r]);
+            FX_T e3 = FX_EXP_LE0(bt[(j + 3) * FX_LANES + r] - m[r]);
+            if (et != NULL) {
+                et[j * FX_LANES + r] = e0;
+                et[(j + 1) * FX_LANES + r] = e1;
+                et[(j + 2) * FX_LANES + r] = e2;
+                et[(j + 3) * FX_LANES + r] = e3;
+            }
+            s[r] += (double)((e0 + e1) + (e2 + e3));
+        }
+    }
     for (; j + 2 <= nc; j += 2) {
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
