@@ -26,6 +26,9 @@
 /* Elements per chunk of the row passes (fx_rowops_impl.h): a multiple of every vector width
    (16 floats fill an AVX-512 register), and the number of partial sums a reduction keeps. */
 #define FX_CHUNK 16
+/* Whether the exp passes add four chunks' exponentials in the row type before converting them
+   to double (float rows), rather than two (double rows); see fx_sumexp. */
+#define FX_FOURS (sizeof(FX_T) == 4)
 
 /* The exp passes run on a row (or a block of a long row) that the max pass has just brought
    into L1, so memory would sit idle while they compute. Each chunk therefore asks for the

@@ -140,12 +140,6 @@ static inline int FX_NAME(fx_has_nan)(const FX_T *x, ptrdiff_t n)
    four (half an ulp for a pair); each exponential already carries up to one ulp of its own,
    and the sums past the fours are in double. Float rows only (FX_FOURS): a double needs no
    conversion, and fours made the float64 passes 1-3% slower. */
-#define FX_FOURS (sizeof(FX_T) == 4)
-FX_ALWAYS_INLINE FX_T FX_NAME(fx_exp4)(const FX_T *x, FX_T shift)
-{
-    return (FX_EXP_LE0(x[0] - shift) + FX_EXP_LE0(x[FX_CHUNK] - shift))
-           + (FX_EXP_LE0(x[2 * FX_CHUNK] - shift) + FX_EXP_LE0(x[3 * FX_CHUNK] - shift));
-}
 
 static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
 {
@@ -157,7 +151,10 @@ static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
         }
         FX_PRAGMA(omp simd)
         for (int k = 0; k < FX_CHUNK; ++k) {
-            acc[k] += (double)FX_NAME(fx_exp4)(x + j + k, shift);
+            acc[k] += (double)((FX_EXP_LE0(x[j + k] - shift)
+                                + FX_EXP_LE0(x[j + FX_CHUNK + k] - shift))
+                               + (FX_EXP_LE0(x[j + 2 * FX_CHUNK + k] - shift)
+                                  + FX_EXP_LE0(x[j + 3 * FX_CHUNK + k] - shift)));
         }
     }
     for (; j + 2 * FX_CHUNK <= n; j += 2 * FX_CHUNK) {

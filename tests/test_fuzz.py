@@ -28,7 +28,8 @@ forward-error bounds, doubled for safety, of both computations (kernel and twin)
 * log-sum-exp of a row of ``C``: ``lse = m + log(s)``, ``s = sum(exp(x - m)) >= 1``. Rounding
   ``x - m`` perturbs ``exp`` by ``u |x - m|``, whose average under the softmax weights is at
   most ``log C``; the exp is within 2 ulp (tests/test_exp_accuracy.py); ``s`` is summed in
-  double, float exponentials four at a time in float first (2 u relative to the four). So ``|d lse| <= E_lse = u (log(C + 1) + 16) + u64 (C + 16)``.
+  double, float exponentials four at a time in float first (2 u relative to the four). So
+  ``|d lse| <= E_lse = u (log(C + 1) + 16) + u64 (C + 16)``.
 * softmax ``p_j``: relative ``u (|x_j - m| + 12) + E_lse``, plus ``tiny`` absolute where an
   exponential underflows; log-softmax ``x_j - lse``: ``E_lse`` absolute.
 * the backward functions and the cross-entropy: the same exp and lse terms, each sum in double
