@@ -299,20 +299,23 @@ static inline void FX_NAME(fx_blk_label_terms)(const FX_T *bt, ptrdiff_t nc, ptr
         lab[r] = -1;
     }
     FX_T xt[FX_LANES];
+    /* xt and rs as selects, not zeros first: GCC made a loop of zeros a 512-byte memset,
+       `rep stos`, 2-5% of the loss gradient at C = 10 (perf, Intel Xeon). */
     FX_PRAGMA(omp simd)
     for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-        xt[r] = 0;
+        xt[r] = lab[r] == 0 ? bt[r] : (FX_T)0;         /* class 0; nc >= 1 */
         wl[r] = lab[r] >= 0 ? 1.0 : 0.0;
-        rs[r] = 0.0;
+        rs[r] = lab[r] >= 0 ? scale : 0.0;
     }
-    /* row_scale holds nr entries: the rows past nr are not read */
-    FX_PRAGMA(omp simd)
-    for (ptrdiff_t r = 0; r < nr; ++r) {
-        const double sr = row_scale == NULL ? scale : row_scale[r];
-        rs[r] = lab[r] < 0 ? 0.0 : sr;
+    if (row_scale != NULL) {
+        /* row_scale holds nr entries: the rows past nr are not read */
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < nr; ++r) {
+            rs[r] = lab[r] < 0 ? 0.0 : row_scale[r];
+        }
     }
     /* Loads and selects in the lanes' own type and width; the conversions once, after. */
-    for (ptrdiff_t j = 0; j < nc; ++j) {
+    for (ptrdiff_t j = 1; j < nc; ++j) {
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             const FX_T v = bt[j * FX_LANES + r];
