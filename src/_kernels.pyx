@@ -366,7 +366,7 @@ cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     blk_sumexp(bt, nc, m, s, bt)
     blk_inv(m, nan, s, inv)
-    blk_axpw(bt, nc, inv, <floating *>ZEROS, NULL, NULL, NULL)
+    blk_axpw(bt, nc, inv, <const floating *>ZEROS, NULL, NULL, NULL)
     blk_store(bt, nr, nc, out, ld_out, flat)
 
 

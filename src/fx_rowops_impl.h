@@ -140,7 +140,6 @@ static inline int FX_NAME(fx_has_nan)(const FX_T *x, ptrdiff_t n)
    four (half an ulp for a pair); each exponential already carries up to one ulp of its own,
    and the sums past the fours are in double. Float rows only (FX_FOURS): a double needs no
    conversion, and fours made the float64 passes 1-3% slower. */
-
 static inline double FX_NAME(fx_sumexp)(const FX_T *x, ptrdiff_t n, FX_T shift)
 {
     double acc[FX_CHUNK] = {0};
