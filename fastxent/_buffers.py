@@ -26,6 +26,7 @@ The costs: up to ``SLOTS`` dropped results stay mapped, never more than ``max_by
 (default 1 GiB); ``set_buffer_cache(0)`` releases them and turns the cache off. A large
 result is a view of its buffer, so it does not own its data (``ndarray.resize`` refuses it).
 """
+import math
 import os
 import sys
 import threading
@@ -72,7 +73,7 @@ class BufferCache:
         """An uninitialised array like ``np.empty(shape, dtype)``, C-ordered; from ``MIN_BYTES``
         up, on a buffer that no live array uses."""
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES or nbytes > self.max_bytes or not _CAN_COUNT:
             return np.empty(shape, dtype)
         buffer = self._take(nbytes)

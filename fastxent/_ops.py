@@ -335,10 +335,11 @@ class _Target:
                     f"axis {layout.axis}, {layout.batch_shape}; got {t.shape}")
             self.ignore_index = v.check_ignore_index(ignore_index)
             labels = t.reshape(layout.n_rows)
-            if labels.dtype == np.uint64 and labels.size and labels.max() >= 1 << 63:
+            if (labels.dtype.kind == "u" and labels.dtype.itemsize == 8 and labels.size
+                    and labels.max() >= 1 << 63):
                 bad = int(np.argmax(labels >= 1 << 63))
                 self._raise_bad_label(t, bad, layout)
-            self.labels = v.contiguous(labels, np.int64)
+            self.labels = v.contiguous(labels, v.INT64)
             bad, self.total_weight = kernels.check_labels(
                 self.labels, layout.n_classes, self.ignore_index, weight)
             if bad >= 0:
@@ -390,14 +391,14 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
             except ValueError:
                 raise ValueError(f"grad_output must have the loss's shape {layout.batch_shape}"
                                  f"; got {g.shape}") from None
-            row_scale = v.contiguous(g, np.float64).reshape(layout.n_rows)
+            row_scale = v.contiguous(g, v.FLOAT64).reshape(layout.n_rows)
         else:
-            g = 1.0 if grad_output is None else grad_output
-            g = v.as_array(g, "grad_output", min_ndim=0)
-            if g.size != 1:
-                raise ValueError(f"grad_output of a reduced loss must be a scalar; "
-                                 f"got shape {g.shape}")
-            scale = float(g.reshape(()))
+            if grad_output is not None:
+                g = v.as_array(grad_output, "grad_output", min_ndim=0)
+                if g.size != 1:
+                    raise ValueError(f"grad_output of a reduced loss must be a scalar; "
+                                     f"got shape {g.shape}")
+                scale = float(g.reshape(()))
             if reduction == "mean":
                 scale = _per_weight(scale, tgt.total_weight)
         inputs = {"logits": rows, "target": tgt.rows if tgt.rows is not None else tgt.labels,
@@ -422,8 +423,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
         if loss.ndim == 0:
             loss = dtype.type(loss)
     else:
-        with np.errstate(over="ignore", invalid="ignore"):   # inf and NaN sums are the answer
-            total = float(partial_sums.sum())   # pairwise, in a fixed order: any n_threads alike
+        total = kernels.total(partial_sums)     # in a fixed order: any n_threads alike
         if reduction == "mean":
             total = _per_weight(total, tgt.total_weight)
         loss = dtype.type(total)

@@ -33,9 +33,16 @@ SERIAL_BELOW = 1 << 15
 
 # ------------------------------------------------------------------------------------ dtypes
 
+# The dtypes the kernels take, as instances: comparing a dtype with one is cheaper than with a
+# scalar type (np.float32), which NumPy converts on every comparison. With cold caches, after
+# a large kernel, such conversions added up to tens of microseconds per call
+# (tools/cold_overhead.py).
+FLOAT32, FLOAT64, INT64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)
+
+
 def compute_dtype(dtype, name):
     """The dtype the kernels compute ``dtype`` in (``float32`` or ``float64``)."""
-    if dtype == np.float32 or dtype == np.float64:
+    if dtype == FLOAT32 or dtype == FLOAT64:
         return np.dtype(dtype)
     if dtype.kind == "f":
         return np.dtype(np.float32 if dtype.itemsize < 4 else np.float64)
@@ -47,7 +54,7 @@ def compute_dtype(dtype, name):
 
 def result_dtype(dtype):
     """The dtype of a result computed from an input of ``dtype``: floats keep theirs."""
-    return np.dtype(dtype) if dtype.kind == "f" else np.dtype(np.float64)
+    return np.dtype(dtype) if dtype.kind == "f" else FLOAT64
 
 
 def as_array(x, name, min_ndim=1):
@@ -147,6 +154,8 @@ def _as_rows(moved, n_rows, n_classes, copy_ok):
 
 def contiguous(arr, dtype):
     """``arr`` as an aligned, C-contiguous array of ``dtype``, copied only if need be."""
+    if arr.dtype == dtype and arr.flags.c_contiguous and arr.flags.aligned:
+        return arr                      # the common case, without np.require's overhead
     return np.require(arr, dtype=dtype, requirements=["C", "A"])
 
 
@@ -249,6 +258,8 @@ def resolve_n_threads(n_threads, n_elements):
     """
     if n_threads is None:
         n = kernels.omp_max_threads()
+    elif type(n_threads) is int and n_threads >= 1:
+        n = n_threads                   # the common case, without the ABC check below
     else:
         if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
             raise TypeError(f"n_threads must be a positive integer or None; got {n_threads!r}")
@@ -290,7 +301,7 @@ def check_weight(weight, n_classes):
     if w.shape != (n_classes,):
         raise ValueError(f"weight must be a 1-D array with one value per class "
                          f"(length {n_classes}); got shape {w.shape}")
-    return contiguous(w, np.float64)
+    return contiguous(w, FLOAT64)
 
 
 def check_ignore_index(ignore_index):

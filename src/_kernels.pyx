@@ -968,6 +968,30 @@ def logsumexp_backward_rows(const floating[::1] grad_output, const floating[:, :
         row_logsumexp_backward(grad_output[i], &x[i, 0], row_lse, &out[i, 0], n)
 
 
+cdef double pairwise_sum(const double *a, Py_ssize_t n) noexcept nogil:
+    """a[0] + ... + a[n - 1], added pairwise (error O(log n) ulp) in an order set by n alone."""
+    cdef Py_ssize_t i
+    cdef double s = 0.0
+    if n <= 8:
+        for i in range(n):
+            s += a[i]
+        return s
+    return pairwise_sum(a, n // 2) + pairwise_sum(a + n // 2, n - n // 2)
+
+
+def total(const double[::1] sums):
+    """The sum of ``sums``, the losses of blocks or groups of rows that ``xent_index_rows``
+    and ``xent_prob_rows`` return: added pairwise in an order set by their count, which
+    depends on the shape only, so the total is the same for any ``n_threads``. Here rather
+    than NumPy's sum so that an inf or NaN total (the answer, for such losses) raises no
+    floating-point warning: the ``np.errstate`` around the sum that kept it quiet cost a call
+    after a large kernel, with cold caches, more than its other bookkeeping together
+    (tools/cold_overhead.py)."""
+    if sums.shape[0] == 0:
+        return 0.0
+    return pairwise_sum(&sums[0], sums.shape[0])
+
+
 def check_labels(const int64_t[::1] labels, Py_ssize_t n_classes, int64_t ignore_index,
                  const double[::1] weight):
     """First row whose label is neither in [0, n_classes) nor ignore_index (-1 if none), and

@@ -7,6 +7,8 @@ in register tiles or with gather instructions where the build has them, or with 
 counts around the thresholds and over partial blocks, strided rows and special values,
 against the float64 slow twins, and the two shapes agree with each other to rounding.
 """
+import math
+
 import numpy as np
 import pytest
 
@@ -338,9 +340,32 @@ def test_reduced_loss_is_the_sum_of_block_sums(kernel_shape, dtype, n_rows, n_cl
     assert any(block_sums(per_row, b) == list(sums) for b in sizes)
     for n_threads in (1, 2):
         np.testing.assert_array_equal(driver(None, n_threads), sums)
-    assert fastxent.cross_entropy(x, labels, reduction="sum") == dtype(sums.sum())
-    np.testing.assert_allclose(sums.sum(), ref.cross_entropy(
+    assert fastxent.cross_entropy(x, labels, reduction="sum") == dtype(kernels.total(sums))
+    np.testing.assert_allclose(kernels.total(sums), ref.cross_entropy(
         x.astype(np.float64), labels, reduction="sum"), rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 17, 1000, 100_003])
+def test_total_is_a_pairwise_sum(n):
+    """``kernels.total``, the sum of the block sums: within the error bound of a pairwise sum
+    with runs of 8, (8 + log2 n) eps sum|a| (a left-to-right sum's is n eps sum|a|), and the
+    same bits for the same input."""
+    rng = np.random.default_rng(n)
+    sums = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)
+    total = kernels.total(sums)
+    bound = (8 + math.log2(max(n, 1))) * np.finfo(np.float64).eps * np.abs(sums).sum()
+    assert abs(total - math.fsum(sums)) <= bound
+    assert kernels.total(sums.copy()) == total
+    if n:
+        assert kernels.total(sums[:1]) == sums[0]
+
+
+@pytest.mark.filterwarnings("error")
+def test_total_of_inf_and_nan_warns_nothing():
+    """Losses that sum to inf or NaN are the answer (an infinite logit, a NaN): no warning."""
+    assert kernels.total(np.array([1e308, 1e308, 1.0])) == np.inf
+    assert np.isnan(kernels.total(np.array([np.inf, -np.inf])))
+    assert np.isnan(kernels.total(np.array([1.0, np.nan] * 9)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
