@@ -169,6 +169,16 @@ def test_label_out_of_range_unsigned(f):
 
 
 @ce_funcs
+def test_label_out_of_range_unsigned_big_endian(f):
+    """2**64 - 100 in a big-endian uint64 wraps to -100 in int64, the default ignore_index:
+    an error, not an ignored row."""
+    x = np.zeros((3, 4))
+    t = np.array([0, 2**64 - 100, 1], dtype=">u8")
+    with pytest.raises(ValueError, match=rf"(?s)(?=.*\b{2**64 - 100}\b)(?=.*{_at(1)})"):
+        f(x, t)
+
+
+@ce_funcs
 def test_label_out_of_range_even_when_ignore_index_is_set(f):
     x = np.zeros((3, 4))
     with pytest.raises(ValueError, match=r"(?<![0-9])-100\b"):
