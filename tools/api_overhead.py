@@ -5,8 +5,9 @@ Times, interleaved in one process (best of 15 rounds of 20 calls, one thread unl
 ``--threads``, ``out=`` pre-allocated): the public call; its validation alone; validation and the kernel; those and
 the sum of the kernel's block sums of the losses; the kernel driver alone; and the driver
 also writing per-row losses (as the public call did before the sums moved into the kernel,
-session 8). The differences say where the time between the kernel and the public call goes.
-Usage::
+session 8). The differences say where the time between the kernel and the public call goes,
+with warm caches (20 calls in a row); what the same bookkeeping costs right after a large
+kernel, with cold caches, is ``tools/cold_overhead.py`` (session 14). Usage::
 
     python tools/api_overhead.py [--shape 65536x10] [--dtype float32] [--threads 1]
 """
@@ -18,7 +19,7 @@ import numpy as np
 import fastxent
 from fastxent import _ops
 from fastxent import _validate as v
-from fastxent._dispatch import kernel
+from fastxent._dispatch import kernel, kernels
 
 
 def calls(x, labels, out, threads=1):
@@ -40,8 +41,7 @@ def calls(x, labels, out, threads=1):
                     None, 1.0 / target.total_weight, n)
         if last == "kernel":
             return None
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = float(sums.sum())
+        total = kernels.total(sums)
         return total / target.total_weight, grad.result()
 
     return {
