@@ -43,37 +43,16 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "fx_exp.h"
+#include "fx_blockops.h"         /* fx_transpose_tile_f; fx_exp.h */
 
-/* r[i] lane j <-> r[j] lane i: the network of fx_transpose_tile_f (fx_blockops.h). */
+/* r[i] lane j <-> r[j] lane i: the tiles' own network (fx_transpose_tile_f). */
 static inline void transpose16(__m512 r[16])
 {
-#ifdef SKIP_TRANSPOSE
-    return;
+#ifndef SKIP_TRANSPOSE
+    fx_transpose_tile_f(r);
+#else
+    (void)r;
 #endif
-    __m512 t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
-        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
-        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    for (int h = 0; h < 16; h += 8) {
-        for (int k = 0; k < 4; ++k) {
-            t[h + k] = _mm512_shuffle_f32x4(u[h + k], u[h + k + 4], 0x88);
-            t[h + k + 4] = _mm512_shuffle_f32x4(u[h + k], u[h + k + 4], 0xdd);
-        }
-    }
-    for (int k = 0; k < 8; ++k) {
-        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
-        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
-    }
 }
 
 /* fx_expf_le0 on 16 lanes, as GCC vectorises it: the clamp at -104 becomes a zero mask. */
