@@ -4,13 +4,13 @@
  * Not part of the build.
  *
  * The question: at C = 10 the block kernels (fx_blockops_impl.h) run about ten passes over
- * a scratch block of 64 rows in L1, some 3,000 instructions per block. Is that what sets
- * their time? Here one tile of 16 rows stays in zmm registers from its masked loads to its
- * masked stores: transposed in registers, max, the label's logit by selects, exponentials
- * (fx_expf_le0 of src/fx_exp.h, the kernels' own), their sum in double, the log, the
- * coefficients and the gradient, transposed back. About 300 instructions per tile, 1,200 per
- * 64 rows (objdump of `tile`: 282 with C fixed at 10 at compile time, which timed the same),
- * and no scratch memory. Mean reduction, no weights, no
+ * a scratch block of 64 rows in L1, some 3,000 instructions per block (an estimate from their
+ * loops). Is that what sets their time? Here one tile of 16 rows stays in zmm registers from
+ * its masked loads to its masked stores: transposed in registers, max, the label's logit by
+ * selects, exponentials (the kernels' fx_expf_le0, written out in intrinsics), their sum in
+ * double, the log, the coefficients and the gradient, transposed back. About 300
+ * instructions per tile, 1,200 per 64 rows (objdump of `tile`: 282 with C fixed at 10 at
+ * compile time, which timed the same), and no scratch memory. Mean reduction, no weights, no
  * smoothing, no ignored rows, no special values: enough work to compare, not a kernel.
  *
  *   gcc -O2 -Isrc -fopenmp-simd -fno-math-errno -fno-trapping-math -mavx2 -mfma -mavx512f \
@@ -27,7 +27,7 @@
  * a double-precision loop. Measured (session 14, Intel Xeon, 65536 x 10, two series of three
  * alternating runs; the first with a draft of this file, logits in [-3, 3]): this prototype
  * 0.73-0.86 ms against the library's loss gradient 0.66-0.70 ms (its softmax 0.48 ms); later,
- * in a slower phase of the host, 0.96-1.00 ms against 0.81-0.99 ms. A third of the
+ * in a slower phase of the host, 0.96-1.00 ms against 0.81-0.99 ms. Fewer than half the
  * instructions, and no faster.
  *
  * Ablations, for where the time goes (wrong results, timing only): -DSKIP_EXP (x - m in place
