@@ -419,15 +419,32 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
 
     dtype = layout.result_dtype
     if reduction == "none":
-        loss = loss_rows.reshape(layout.batch_shape).astype(dtype)
+        loss = _narrowed(loss_rows.reshape(layout.batch_shape), dtype)
         if loss.ndim == 0:
             loss = dtype.type(loss)
     else:
         total = kernels.total(partial_sums)     # in a fixed order: any n_threads alike
         if reduction == "mean":
             total = _per_weight(total, tgt.total_weight)
-        loss = dtype.type(total)
+        if dtype.itemsize < 8 and abs(total) > _FLOAT16_MAX:    # may overflow: see _narrowed
+            with np.errstate(over="ignore"):
+                loss = dtype.type(total)
+        else:
+            loss = dtype.type(total)
     return loss, (None if grad is None else grad.result())
+
+
+_FLOAT16_MAX = 65504.0      # the smallest float type's largest value
+
+
+def _narrowed(losses, dtype):
+    """The float64 losses as ``dtype``. A loss past a narrower type's range becomes inf there,
+    the answer (as PyTorch's arithmetic in that type gives it), without NumPy's overflow
+    warning; it takes logits near that range (3e38 for float32)."""
+    if dtype.itemsize >= 8:
+        return losses.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        return losses.astype(dtype)
 
 
 _XENT_PARAMETERS = """

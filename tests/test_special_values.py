@@ -215,6 +215,28 @@ def test_extreme_magnitudes_float32():
     assert_close(grad, want_grad, 1e-6)
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype, big", [(np.float32, 3e38), (np.float16, 6e4)], ids=str)
+def test_loss_past_the_dtype_range_is_inf_without_warning(dtype, big, reduction):
+    """lse - x[label] = 2 big exceeds the logits' dtype in two rows (computed in double, it
+    does not), and so do their sum and mean (4/3 big): the loss in that dtype is inf, as
+    PyTorch's float arithmetic gives it, and no overflow warning (pytest turns warnings into
+    errors). The third row's loss and every gradient stay finite."""
+    x = np.array([[big, -big, 0.0], [-big, big, 0.0], [0.0, 1.0, 2.0]], dtype=dtype)
+    t = np.array([1, 0, 2])
+    for loss in (fastxent.cross_entropy(x, t, reduction=reduction),
+                 fastxent.cross_entropy_with_grad(x, t, reduction=reduction)[0]):
+        assert loss.dtype == dtype
+        if reduction == "none":
+            assert np.isposinf(loss[:2]).all()
+            assert_close(loss[2], ref.cross_entropy(x[2:].astype(np.float64), t[2:],
+                                                    reduction="none")[0], 1e-3)
+        else:
+            assert np.isposinf(loss)
+    grad = fastxent.cross_entropy_with_grad(x, t, reduction=reduction)[1]
+    assert np.isfinite(grad).all()
+
+
 def test_tiny_probabilities_keep_relative_accuracy():
     """softmax of a value 700 below the max is ~1e-304: computed as exp(x - max), not as a
     difference, it keeps its relative accuracy (no epsilon added anywhere)."""
