@@ -426,11 +426,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
         total = kernels.total(partial_sums)     # in a fixed order: any n_threads alike
         if reduction == "mean":
             total = _per_weight(total, tgt.total_weight)
-        if dtype.itemsize < 8 and abs(total) > _FLOAT16_MAX:    # may overflow: see _narrowed
-            with np.errstate(over="ignore"):
-                loss = dtype.type(total)
-        else:
-            loss = dtype.type(total)
+        loss = _narrowed(total, dtype)
     return loss, (None if grad is None else grad.result())
 
 
@@ -438,13 +434,18 @@ _FLOAT16_MAX = 65504.0      # the smallest float type's largest value
 
 
 def _narrowed(losses, dtype):
-    """The float64 losses as ``dtype``. A loss past a narrower type's range becomes inf there,
-    the answer (as PyTorch's arithmetic in that type gives it), without NumPy's overflow
-    warning; it takes logits near that range (3e38 for float32)."""
-    if dtype.itemsize >= 8:
-        return losses.astype(dtype, copy=False)
+    """Losses computed in double (a float64 array, or one Python float) as ``dtype``.
+
+    A loss past a narrower type's range becomes inf there, the answer (as PyTorch's
+    arithmetic in that type gives it), without NumPy's overflow warning; it takes logits near
+    that range (3e38 for float32). The ``np.errstate`` that silences it costs tens of
+    microseconds with cold caches, so it is entered only where a cast can overflow: a narrower
+    type, and for one value, one past float16's range."""
+    single = isinstance(losses, float)
+    if dtype.itemsize >= 8 or (single and abs(losses) <= _FLOAT16_MAX):
+        return dtype.type(losses) if single else losses.astype(dtype, copy=False)
     with np.errstate(over="ignore"):
-        return losses.astype(dtype)
+        return dtype.type(losses) if single else losses.astype(dtype)
 
 
 _XENT_PARAMETERS = """

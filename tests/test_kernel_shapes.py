@@ -360,6 +360,15 @@ def test_total_is_a_pairwise_sum(n):
         assert kernels.total(sums[:1]) == sums[0]
 
 
+def test_total_keeps_small_terms_a_running_sum_loses():
+    """1 followed by 2^20 - 1 terms of 1e-16, each under half an ulp of 1: a left-to-right sum
+    returns 1.0 exactly; pairwise, the small terms add up among themselves first."""
+    sums = np.full(1 << 20, 1e-16)
+    sums[0] = 1.0
+    want = 1.0 + ((1 << 20) - 1) * 1e-16
+    assert kernels.total(sums) - 1.0 == pytest.approx(want - 1.0, rel=1e-6)
+
+
 @pytest.mark.filterwarnings("error")
 def test_total_of_inf_and_nan_warns_nothing():
     """Losses that sum to inf or NaN are the answer (an infinite logit, a NaN): no warning."""
