@@ -2,7 +2,7 @@
 
 On this shared VM the same kernel call takes 0.75 ms for some seconds and 1.2 ms for the next
 few, and the bench's cells at 16384 x 100 float32 flip between runs. This tool alternates, in
-rounds a fraction of a second apart, three one-thread workloads of different kinds:
+rounds a fraction of a second apart, one-thread workloads of different kinds:
 
 * ``fastxent``: logsumexp of 16384 x 100 float32, bound by vector instruction issue (two
   512-bit ports, docs/performance.md, session 7);
