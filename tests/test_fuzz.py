@@ -549,6 +549,19 @@ def _backward_case(data, memmap_dir, kind):
     return g, y, axis
 
 
+def _log_softmax_bwd_bound(gr, e, sg, sabs, c, u, tiny):
+    """Error bound of g - exp(y) * sum(g) per element (before the result's own rounding),
+    doubled for kernel and twin: the sum's error (relative to sum(|g|)), the exponential's
+    and the product's (relative to exp(y) |sum(g)|), the subnormal floor, and the
+    subtraction. Each relative term multiplies the product it is relative to, so that it
+    cannot underflow where that product does not: u * (c + 8) * sum(|g|) times exp(y)
+    underflowed to 0 for a sum(g) of a few subnormals and exp(y) near 1e304, although
+    exp(y) * sum(g) was 8e-17 and the results of kernel and twin 2 ulp apart (the slow fuzz
+    profile, session 15; test_regression_log_softmax_backward_bound_with_subnormal_grad)."""
+    return 2 * (U64 * (c + 8) * (e * sabs) + 9 * u * (e * np.abs(sg))
+                + 2 * tiny * sabs + u * np.abs(gr))
+
+
 def _backward(name, data, memmap_dir):
     kind = "softmax" if name == "softmax_backward" else "log_softmax"
     g, y, axis = _backward_case(data, memmap_dir, kind)
@@ -570,7 +583,10 @@ def _backward(name, data, memmap_dir):
             dot = np.sum(gr * yr, axis=1, keepdims=True)
             fin = np.isfinite(gr) & np.isfinite(yr)
             sabs = np.sum(np.where(fin, np.abs(gr * yr), 0), axis=1, keepdims=True)
-            bound = 2 * np.abs(yr) * (U64 * (c + 8) * sabs + U64 * np.abs(gr - dot))
+            # Relative terms times the magnitudes they are relative to, in an order that
+            # cannot underflow where the product itself does not (see _log_softmax_bwd_bound).
+            bound = 2 * (U64 * (c + 8) * (np.abs(yr) * sabs)
+                         + U64 * (np.abs(yr) * np.abs(gr - dot)))
             limited = ~(np.sum(np.where(fin, np.abs(gr) + np.abs(yr), 0), axis=1,
                                keepdims=True) * (1 + sabs) < 1e300)
         else:
@@ -579,8 +595,7 @@ def _backward(name, data, memmap_dir):
             fin_g = np.isfinite(gr)
             sabs = np.sum(np.where(fin_g, np.abs(gr), 0), axis=1, keepdims=True)
             e = np.exp(yr)
-            bound = 2 * (e * (U64 * (c + 8) * sabs + u * np.abs(sg) + 8 * u * np.abs(sg))
-                         + 2 * tiny * sabs + u * np.abs(gr))
+            bound = _log_softmax_bwd_bound(gr, e, sg, sabs, c, u, tiny)
             # exp(y) * sum(g) and sum(g) are formed in the compute dtype.
             limited = ~((np.where(np.isfinite(e), e, 0) * sabs < big / 8) & (sabs < big / 8)
                         & ~((e >= big / 8) & np.isfinite(yr))
@@ -1132,6 +1147,26 @@ def test_regression_square_shapes_along_another_axis(shape, axis):
     t = np.zeros(batch_shape(shape, axis), np.int64)
     assert np.allclose(fastxent.cross_entropy_with_grad(x, t, axis=axis)[1],
                        ref.cross_entropy_with_grad(x, t, axis=axis)[1], atol=1e-12)
+
+
+def test_regression_log_softmax_backward_bound_with_subnormal_grad():
+    """Found by the slow fuzz profile (session 15): with grad_output 5e-324 in every element
+    of a row of 592 and an output of 701 in one, the gradient there is -exp(701) * 592 *
+    5e-324 = -8.06e-17. fastxent's result is 1.08 ulp from the exact value and NumPy's
+    formula 0.92 ulp from it on the other side, both within the exponential's accuracy; the
+    test's bound for their difference had underflowed to 0.73 ulp (the result's own rounding
+    alone). The kernel's result must be within the bound the fuzz test now uses."""
+    g = np.full((1, 592), 5e-324)
+    y = np.full((1, 592), -30000.0)
+    y[0, 1] = 701.0
+    got = fastxent.log_softmax_backward(g, y)
+    want = ref.log_softmax_backward(g, y, 1)
+    sg = np.sum(g, axis=1, keepdims=True)
+    tiny = float(np.finfo(np.float64).tiny)
+    bound = _log_softmax_bwd_bound(g, np.exp(y), sg, sg, 592, U64, tiny)
+    assert bound[0, 1] > 1e-31                  # exp(701) * sum(g) * 9u, not underflowed
+    assert abs(got[0, 1] - want[0, 1]) <= bound[0, 1] + U64 * abs(want[0, 1])
+    assert got[0, 1] == pytest.approx(-np.exp(701.0) * 592 * 5e-324, rel=4 * U64)
 
 
 def test_lse_backward_float32_large_logits():
