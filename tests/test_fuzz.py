@@ -562,6 +562,21 @@ def _log_softmax_bwd_bound(gr, e, sg, sabs, c, u, tiny):
                 + 2 * tiny * sabs + u * np.abs(gr))
 
 
+def _log_softmax_bwd_limited(e, yr, sg, sabs, c, u, tiny, big):
+    """Where g - exp(y) * sum(g) is range-limited (checked for shape and dtype only):
+    exp(y) * sum(g) and sum(g) are formed in the compute dtype and may leave its range; and
+    an infinite exp(y) times a sum(g) within the sum's error bound of 0 (F12 in
+    docs/reliability.md: +-3e38 among terms of 1e-30, summed in another order, gave 0 in the
+    kernel and 4e-31 in the twin, so inf * 0 = NaN against -inf; the sign of such a sum is
+    not determined by its inputs)."""
+    sum_err = U64 * (c + 8) * sabs + u * np.abs(sg) + 2 * tiny
+    return ~((np.where(np.isfinite(e), e, 0) * sabs < big / 8) & (sabs < big / 8)
+             & ~((e >= big / 8) & np.isfinite(yr))
+             # inf * (an exponential that underflows in the compute dtype only)
+             & ~(~np.isfinite(sg) & (e < tiny))
+             & ~(np.isinf(e) & (np.abs(sg) <= sum_err)))
+
+
 def _backward(name, data, memmap_dir):
     kind = "softmax" if name == "softmax_backward" else "log_softmax"
     g, y, axis = _backward_case(data, memmap_dir, kind)
@@ -596,11 +611,7 @@ def _backward(name, data, memmap_dir):
             sabs = np.sum(np.where(fin_g, np.abs(gr), 0), axis=1, keepdims=True)
             e = np.exp(yr)
             bound = _log_softmax_bwd_bound(gr, e, sg, sabs, c, u, tiny)
-            # exp(y) * sum(g) and sum(g) are formed in the compute dtype.
-            limited = ~((np.where(np.isfinite(e), e, 0) * sabs < big / 8) & (sabs < big / 8)
-                        & ~((e >= big / 8) & np.isfinite(yr))
-                        # inf * (an exponential that underflows in the compute dtype only)
-                        & ~(~np.isfinite(sg) & (e < tiny)))
+            limited = _log_softmax_bwd_limited(e, yr, sg, sabs, c, u, tiny, big)
         bound = unrows(np.where(np.isfinite(bound), bound, 0) , g.shape, axis) \
             + u * np.abs(want) + 2 * tiny
         limited = unrows(np.broadcast_to(limited, gr.shape), g.shape, axis)
@@ -1167,6 +1178,26 @@ def test_regression_log_softmax_backward_bound_with_subnormal_grad():
     assert bound[0, 1] > 1e-31                  # exp(701) * sum(g) * 9u, not underflowed
     assert abs(got[0, 1] - want[0, 1]) <= bound[0, 1] + U64 * abs(want[0, 1])
     assert got[0, 1] == pytest.approx(-np.exp(701.0) * 592 * 5e-324, rel=4 * U64)
+
+
+def test_regression_log_softmax_backward_infinite_output_times_cancelled_sum():
+    """Found by the slow fuzz profile (session 15, F12): a row of grad_output holding -3e38
+    and 3e38 among terms of 1e-30 sums to about 4e-31 in NumPy's order and to 0 in the
+    kernel's (each within the sum's error bound, about 4e24), so an output of +inf gives
+    -inf in the twin and inf * 0 = NaN in the kernel. Such elements are range-limited."""
+    rng = np.random.default_rng(1)
+    g = rng.uniform(-1e-30, 1e-30, (1, 54))
+    g[0, 0], g[0, 51] = -3e38, 3e38
+    y = np.zeros((1, 54))
+    y[0, 15] = np.inf
+    got = fastxent.log_softmax_backward(g, y)
+    assert not np.isfinite(got[0, 15])
+    sg = np.sum(g, axis=1, keepdims=True)
+    sabs = np.sum(np.abs(g), axis=1, keepdims=True)
+    fi = np.finfo(np.float64)
+    limited = _log_softmax_bwd_limited(np.exp(y), y, sg, sabs, 54, U64, float(fi.tiny),
+                                       float(fi.max))
+    assert limited[0, 15] and not limited[0, 14]
 
 
 def test_lse_backward_float32_large_logits():
