@@ -47,6 +47,7 @@ dtype. Every other element is checked, NaN and infinities included.
 
 Profiles: see tests/_hypothesis_profiles.py (``FASTXENT_HYPOTHESIS_PROFILE=slow``).
 """
+import decimal
 import itertools
 import math
 import operator
@@ -1177,7 +1178,14 @@ def test_regression_log_softmax_backward_bound_with_subnormal_grad():
     bound = _log_softmax_bwd_bound(g, np.exp(y), sg, sg, 592, U64, tiny)
     assert bound[0, 1] > 1e-31                  # exp(701) * sum(g) * 9u, not underflowed
     assert abs(got[0, 1] - want[0, 1]) <= bound[0, 1] + U64 * abs(want[0, 1])
-    assert got[0, 1] == pytest.approx(-np.exp(701.0) * 592 * 5e-324, rel=4 * U64)
+    # Against the exact value, from Python's decimal at 60 digits: within 1.5 ulp (the
+    # exponential's 1 ulp and the product's rounding).
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        tiny_g = decimal.Decimal(5e-324)
+        exact = tiny_g - decimal.Decimal(701).exp() * 592 * tiny_g
+        err = abs(decimal.Decimal(float(got[0, 1])) - exact)
+        assert err <= decimal.Decimal(1.5) * decimal.Decimal(float(np.spacing(abs(got[0, 1]))))
 
 
 def test_regression_log_softmax_backward_infinite_output_times_cancelled_sum():
