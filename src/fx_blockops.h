@@ -25,8 +25,24 @@
 static inline double fx_log(double x)
 {
     int64_t bits = fx_double_to_bits(x);
-    int64_t k = (bits - 0x3FE6A09E667F3BCDLL) >> 52;        /* bits of sqrt(1/2) */
-    double m = fx_bits_to_double(bits - (k << 52));
+    int64_t k;
+    double kd;
+    /* k = (bits - bits of sqrt(1/2)) >> 52, an arithmetic shift, and k as a double.
+       AVX-512DQ has both as one instruction each (vpsraq, vcvtqq2pd). AVX2 and SSE2 have
+       neither, and GCC left this loop scalar there: a third of the AVX2 build's instructions
+       in the C = 10 loss gradient (callgrind; docs/performance.md, session 16). So there the
+       shift is a logical one of (bits - c) ^ 2^63, which orders as unsigned what bits - c
+       orders as signed, and the conversion adds k to the mantissa of 1.5 * 2^52. The same k
+       and kd either way, for every bit pattern of x. */
+#if defined(__AVX512DQ__)
+    k = (bits - 0x3FE6A09E667F3BCDLL) >> 52;                /* bits of sqrt(1/2) */
+    kd = (double)k;
+#else
+    k = (int64_t)(((uint64_t)(bits - 0x3FE6A09E667F3BCDLL) ^ 0x8000000000000000ULL) >> 52)
+        - 2048;
+    kd = fx_bits_to_double(k + 0x4338000000000000LL) - 6755399441055744.0;
+#endif
+    double m = fx_bits_to_double(bits - (int64_t)((uint64_t)k << 52));
     double u = (m - 1.0) / (m + 1.0);
     double u2 = u * u;
     double p = 1.0 / 23;
@@ -40,7 +56,6 @@ static inline double fx_log(double x)
     p = p * u2 + 1.0 / 7;
     p = p * u2 + 1.0 / 5;
     p = p * u2 + 1.0 / 3;
-    double kd = (double)k;
     double r = kd * 6.93147180369123816490e-01 + (2.0 * u + (2.0 * u * u2 * p
                                                    + kd * 1.90821492927058770002e-10));
     r = x == 0.0 ? -INFINITY : r;
