@@ -134,9 +134,12 @@ static inline void FX_NAME(fx_blk_store)(const FX_T *bt, ptrdiff_t nr, ptrdiff_t
    zeros from fx_blk_load_max (max 0, sum nc), so constant trip counts cost nothing but the
    last block's padding, and no lane ever computes on garbage. */
 
-/* s[r] = sum_j exp(x - m[r]) in double; with et, also et = exp(x - m[r]). */
-static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX_T *m,
-                                          double *s, FX_T *et)
+/* s[r] = sum_j exp(x - m[r]) in double; with store, also et = exp(x - m[r]). store is a
+   constant in each call below, so that no loop holds a branch on it: a conditional store in
+   a loop left it scalar where the instruction set has no masked store (SSE2: the baseline
+   build's exponentials, half of its C = 10 loss gradient; perf). */
+FX_ALWAYS_INLINE void FX_NAME(fx_blk_sumexp_impl)(const FX_T *bt, ptrdiff_t nc, const FX_T *m,
+                                                  double *s, FX_T *et, const int store)
 {
     FX_PRAGMA(omp simd)
     for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
@@ -152,7 +155,7 @@ static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX
             FX_T e1 = FX_EXP_LE0(bt[(j + 1) * FX_LANES + r] - m[r]);
             FX_T e2 = FX_EXP_LE0(bt[(j + 2) * FX_LANES + r] - m[r]);
             FX_T e3 = FX_EXP_LE0(bt[(j + 3) * FX_LANES + r] - m[r]);
-            if (et != NULL) {
+            if (store) {
                 et[j * FX_LANES + r] = e0;
                 et[(j + 1) * FX_LANES + r] = e1;
                 et[(j + 2) * FX_LANES + r] = e2;
@@ -166,7 +169,7 @@ static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             FX_T e0 = FX_EXP_LE0(bt[j * FX_LANES + r] - m[r]);
             FX_T e1 = FX_EXP_LE0(bt[(j + 1) * FX_LANES + r] - m[r]);
-            if (et != NULL) {
+            if (store) {
                 et[j * FX_LANES + r] = e0;
                 et[(j + 1) * FX_LANES + r] = e1;
             }
@@ -177,11 +180,21 @@ static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             FX_T e = FX_EXP_LE0(bt[j * FX_LANES + r] - m[r]);
-            if (et != NULL) {
+            if (store) {
                 et[j * FX_LANES + r] = e;
             }
             s[r] += (double)e;
         }
+    }
+}
+
+static inline void FX_NAME(fx_blk_sumexp)(const FX_T *bt, ptrdiff_t nc, const FX_T *m,
+                                          double *s, FX_T *et)
+{
+    if (et != NULL) {
+        FX_NAME(fx_blk_sumexp_impl)(bt, nc, m, s, et, 1);
+    } else {
+        FX_NAME(fx_blk_sumexp_impl)(bt, nc, m, s, NULL, 0);
     }
 }
 
