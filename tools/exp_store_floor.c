@@ -8,7 +8,11 @@
  *   exp NT only      the same with non-temporal stores (no read for ownership);
  *   in place         the exponentials stored, then rescaled in place from L2;
  *   scratch + NT     the exponentials into a scratch row (L2), then rescaled into the
- *                    output with non-temporal stores.
+ *                    output with non-temporal stores;
+ *   pipelined NT     row r's exponentials into a scratch row while row r - 1's scratch is
+ *                    rescaled into the output with non-temporal stores, BLK elements of
+ *                    each in turn (-DBLK=n, default 64), so that the reads from memory and
+ *                    the streaming stores overlap (session 16: at 2048 they do not).
  * Compare with the library's kernels on the same shape:
  *   python tools/time_kernels.py --classes 32000 --elements 32768000 --dtype float64 \
  *       --threads 2 --ops softmax,ce_grad --number 3 --rounds 7
@@ -19,7 +23,7 @@
  * results that underflow to 0 or are subnormal); it also times the two on a row in L1.
  *
  *   gcc -O3 -fopenmp -mavx512f -mfma -mprefer-vector-width=512 -fno-math-errno -Isrc \
- *       -o /tmp/exp_store_floor tools/exp_store_floor.c -lm && /tmp/exp_store_floor 2
+ *       [-DBLK=64] -o /tmp/exp_store_floor tools/exp_store_floor.c -lm && /tmp/exp_store_floor 2
  */
 #include <immintrin.h>
 #include <omp.h>
@@ -31,6 +35,9 @@
 
 #define ROWS 1024L
 #define ROW 32000L
+#ifndef BLK
+#define BLK 64
+#endif
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 
@@ -86,6 +93,32 @@ static void scale(double *y, const double *s, long n, double a, int nt)
     }
 }
 
+/* Row r's exponentials into cur (their sum returned), and row r - 1's, in prev, times a into
+   out_prev with non-temporal stores, blk elements of each in turn (x NULL: no row r; out_prev
+   NULL: no row r - 1). */
+__attribute__((noinline)) static double pipelined_row(const double *x, double *cur,
+                                                      const double *prev, double *out_prev,
+                                                      long n, double shift, double a, long blk)
+{
+    __m512d acc = _mm512_setzero_pd(), s = _mm512_set1_pd(shift), av = _mm512_set1_pd(a);
+    for (long b = 0; b < n; b += blk) {
+        long e = b + blk < n ? b + blk : n;
+        if (x != NULL) {
+            for (long j = b; j + 8 <= e; j += 8) {
+                __m512d v = exp_scalef(_mm512_sub_pd(_mm512_loadu_pd(x + j), s));
+                _mm512_store_pd(cur + j, v);
+                acc = _mm512_add_pd(acc, v);
+            }
+        }
+        if (out_prev != NULL) {
+            for (long j = b; j + 8 <= e; j += 8) {
+                _mm512_stream_pd(out_prev + j, _mm512_mul_pd(_mm512_load_pd(prev + j), av));
+            }
+        }
+    }
+    return _mm512_reduce_add_pd(acc);
+}
+
 int main(int argc, char **argv)
 {
     int nt = argc > 1 ? atoi(argv[1]) : 1;
@@ -101,7 +134,7 @@ int main(int argc, char **argv)
     for (long i = 0; i < N; i++) { x[i] = (i % 1000) * 0.01 - 5; y[i] = 0; }
 
     for (int rep = 0; rep < 5; rep++) {
-        double t[7];
+        double t[8];
         t[0] = now();
         for (int k = 0; k < 1000; k++) exp_store_generic(x, y, 2048, 10.0);
         t[1] = now();
@@ -132,10 +165,29 @@ int main(int argc, char **argv)
             free(sc);
         }
         t[6] = now();
+        #pragma omp parallel num_threads(nt)
+        {
+            int id = omp_get_thread_num(), nth = omp_get_num_threads();
+            long lo = ROWS * id / nth, hi = ROWS * (id + 1) / nth;
+            double *cur = aligned_alloc(64, ROW * 8), *prev = aligned_alloc(64, ROW * 8), a = 0;
+            for (long r = lo; r <= hi; r++) {
+                double s = pipelined_row(r < hi ? x + r * ROW : NULL, cur, prev,
+                                         r > lo ? y + (r - 1) * ROW : NULL, ROW, 10.0, a, BLK);
+                a = 1 / s;
+                double *tmp = cur;
+                cur = prev;
+                prev = tmp;
+            }
+            _mm_sfence();
+            free(cur);
+            free(prev);
+        }
+        t[7] = now();
         printf("L1 row of 2048: generic %.2f us, vscalefpd %.2f us | %d thread(s), ms: exp store only "
-               "%.1f, exp NT only %.1f, in place %.1f, scratch + NT %.1f\n",
+               "%.1f, exp NT only %.1f, in place %.1f, scratch + NT %.1f, pipelined NT (%d) %.1f\n",
                (t[1] - t[0]) * 1e3, (t[2] - t[1]) * 1e3, nt, (t[3] - t[2]) * 1e3,
-               (t[4] - t[3]) * 1e3, (t[5] - t[4]) * 1e3, (t[6] - t[5]) * 1e3);
+               (t[4] - t[3]) * 1e3, (t[5] - t[4]) * 1e3, (t[6] - t[5]) * 1e3, BLK,
+               (t[7] - t[6]) * 1e3);
     }
     return 0;
 }
