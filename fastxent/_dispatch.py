@@ -49,9 +49,6 @@ def _choose():
 #: The instruction set of the build in use.
 ACTIVE = _choose()
 
-#: The kernel module in use.
-kernels = importlib.import_module(f"fastxent._kernels_{ACTIVE}")
-
 
 def gathers_are_fast(path="/sys/devices/system/cpu/vulnerabilities/gather_data_sampling"):
     """False where Linux reports the Gather Data Sampling mitigation in microcode (Intel
@@ -64,8 +61,6 @@ def gathers_are_fast(path="/sys/devices/system/cpu/vulnerabilities/gather_data_s
         return True
 
 
-kernels.set_gathers(gathers_are_fast())
-
 #: The block thresholds (``set_block_max_classes(read, write)``, each a (float32, float64)
 #: pair of the largest class counts computed in blocks) for the processor makers whose cores
 #: want others than the build's defaults, which were measured on an Intel Xeon (Sapphire
@@ -76,8 +71,21 @@ kernels.set_gathers(gathers_are_fast())
 BLOCK_MAX_CLASSES = {"AuthenticAMD": ((56, 15), (40, 15))}
 
 _vendor = _baseline.cpu_vendor()
-if _vendor in BLOCK_MAX_CLASSES:
-    kernels.set_block_max_classes(*BLOCK_MAX_CLASSES[_vendor])
+
+
+def configured(isa):
+    """The kernel module of the build for ``isa`` (one of AVAILABLE), set for this processor:
+    gathers where they are fast, the block thresholds of its maker. The public functions use
+    ``kernels``, the module of ACTIVE; the others are for comparisons (benchmarks/bench_isa.py)."""
+    module = importlib.import_module(f"fastxent._kernels_{isa}")
+    module.set_gathers(gathers_are_fast())
+    if _vendor in BLOCK_MAX_CLASSES:
+        module.set_block_max_classes(*BLOCK_MAX_CLASSES[_vendor])
+    return module
+
+
+#: The kernel module in use.
+kernels = configured(ACTIVE)
 
 _specialised = {}
 
