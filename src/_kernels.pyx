@@ -302,13 +302,17 @@ cdef inline Py_ssize_t block_rows(Py_ssize_t nc, bint writes,
 
 
 cdef inline Py_ssize_t backward_block_rows(Py_ssize_t nc, Py_ssize_t itemsize) noexcept nogil:
-    """``block_rows`` for the backward ops of softmax and log-softmax: blocks only for rows
+    """``block_rows`` for the backward ops of softmax and log-softmax: blocks for rows
     shorter than one chunk of the row passes (FX_CHUNK = 16), which give such a row masked
     lanes, and a subnormal in the stale register under them a microcode assist per row.
     There blocks ran 1.2-13x faster (float64 softmax_backward at C = 9-15: 0.75-1.0x); rows of
-    16 and more have none and ran faster than blocks at C = 16 and 32 (0.4-0.8x;
-    tools/block_vs_rows.py, docs/performance.md, session 9)."""
-    return block_rows(nc, True, itemsize) if nc < FX_CHUNK else 0
+    16 (and 32) have no partial chunk and ran faster than blocks (0.4-0.8x; tools/block_vs_rows.py,
+    docs/performance.md, session 9). Float32 rows of 17-21 classes, a chunk and a short tail,
+    ran 1.1-1.4x faster in blocks with AVX-512, 1.3-1.7x with AVX2 and baseline (session 16;
+    from 22 on AVX-512 is even or slower); float64 rows of 17-24 were mixed, so they stay rows."""
+    if nc < FX_CHUNK or (itemsize == 4 and FX_CHUNK < nc <= 21):
+        return block_rows(nc, True, itemsize)
+    return 0
 
 
 cdef object flat_index(Py_ssize_t nb, Py_ssize_t nc, Py_ssize_t ld_out):
