@@ -30,7 +30,7 @@ row. Rows whose label is ``ignore_index`` get exactly zero loss and gradient, wh
 """
 import numpy as np
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, NAN, fabs, ilogb, isfinite, isinf, ldexp, log
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset
@@ -39,6 +39,8 @@ from _rowops cimport (
     floating, row_max, has_nan, expstore, sumexp_below, max_sumexp, scale, sub, wsum, dot, mul_sub,
     dot_keep, mul_sub_kept,
     sub_expmul, expmul, axpw, coef_sums, axpc, max_expstore, scale_blocks, axpw_blocks,
+    FX_HAS_STREAM, fx_stream_t, fx_stream_fence, block_factors, stream_start, stream_finish,
+    max_expstore_along,
     FX_CHUNK, FX_ONLINE_BLOCK, FX_ONLINE_MAX_BLOCKS,
     FX_LANES, FX_BLOCK_CLASSES, FX_BLOCK_ELEMS, FX_HAS_TILES, fx_blk_log, fx_blk_labels_t,
     fx_blk_flat_index,
@@ -738,6 +740,147 @@ cdef void group_xent_index(
                 scale_pow2(grad + r * ld_grad, n, pow2[r])
 
 
+# ------------------------------------------------------------------ streamed long rows
+# A softmax or loss gradient larger than the caches, whose rows are written in blocks, has its
+# output streamed: written with non-temporal stores, which do not read the output's lines from
+# memory first (fx_streamops.h). Each thread takes runs of STREAM_RUN consecutive rows through
+# a pipeline of two: while row r is read, row r - 1's output goes out from the scratch row
+# holding its exponentials. The values, and so the results, are the same bits as the group
+# kernels': only the stores differ.
+
+cdef enum:
+    STREAM_RUN = 32         # rows per run: the pipeline fills and drains once per run
+
+# Streaming only pays where the output would not stay in cache anyway: measured here
+# (docs/performance.md, session 16), 0.4-0.98x for outputs of 4 to 62 MiB, 1.05-1.2x from
+# 125 MiB on. An output that a machine's caches cannot hold has no use for its lines there.
+cdef Py_ssize_t stream_min_bytes = 64 << 20
+
+
+def set_stream_min_bytes(Py_ssize_t n):
+    """Stream the outputs of at least ``n`` bytes whose rows are written in blocks (default
+    64 MiB; 0: every such output); returns the previous value. For tests and tuning."""
+    global stream_min_bytes
+    previous = stream_min_bytes
+    stream_min_bytes = n
+    return previous
+
+
+def has_streaming_stores():
+    """Whether this build writes large outputs with streaming stores (every x86-64 build)."""
+    return bool(FX_HAS_STREAM)
+
+
+cdef inline bint streamed(Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """Whether an output of ``n_rows`` x ``n`` is streamed (see above): not in builds without
+    streaming stores (other architectures), where the pipeline would only add a copy."""
+    return (FX_HAS_STREAM and written_in_blocks(n, itemsize) and n_rows >= 2
+            and n_rows * n * itemsize >= stream_min_bytes)
+
+
+cdef object stream_scratch(Py_ssize_t n_threads, Py_ssize_t n, object dtype):
+    """Each thread's scratch for streamed rows: two rows of exponentials and two rows' block
+    factors."""
+    return np.empty((max(1, n_threads), 2 * n + 2 * FX_ONLINE_MAX_BLOCKS), dtype)
+
+
+cdef void streamed_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t lo, Py_ssize_t hi,
+                           Py_ssize_t n, floating *out, Py_ssize_t ld_out,
+                           floating *scratch) noexcept nogil:
+    """``group_softmax`` of rows lo to hi - 1, written in blocks, their outputs streamed."""
+    cdef fx_stream_t st
+    cdef floating shift[FX_ONLINE_MAX_BLOCKS]
+    cdef floating *e = scratch
+    cdef floating *e_next = scratch + n
+    cdef floating *a = scratch + 2 * n
+    cdef floating *a_next = a + FX_ONLINE_MAX_BLOCKS
+    cdef floating *swap
+    cdef double m, s
+    cdef Py_ssize_t r
+    st.active = 0
+    for r in range(lo, hi):
+        s = max_expstore_along(x + r * ld, e, n, shift, &m, &st)
+        stream_finish(&st, e)
+        block_factors(shift, n, m, 1.0 / s, a)
+        stream_start(&st, out + r * ld_out, e, n, a, 0, 0, NULL, -1, 0, 0)
+        swap = e
+        e = e_next
+        e_next = swap
+        swap = a
+        a = a_next
+        a_next = swap
+    stream_finish(&st, e)
+    fx_stream_fence()
+
+
+cdef void streamed_xent_index(
+    const floating *x, Py_ssize_t ld, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t n,
+    const int64_t *labels, int64_t ignore_index, const double *weight, double smoothing,
+    double weight_total, double *loss, double *sums, floating *grad, Py_ssize_t ld_grad,
+    const double *row_scale, double scale, floating *scratch,
+) noexcept nogil:
+    """``group_xent_index`` with a gradient, for rows lo to hi - 1 written in blocks (one row
+    per group: ``sums[r]`` is row r's loss), their gradients streamed. The steps and the
+    expressions are those of ``group_xent_index``, in the same order."""
+    cdef fx_stream_t st
+    cdef floating shift[FX_ONLINE_MAX_BLOCKS]
+    cdef double loss_g[GROUP_ROWS]
+    cdef floating *e = scratch
+    cdef floating *e_next = scratch + n
+    cdef floating *a = scratch + 2 * n
+    cdef floating *a_next = a + FX_ONLINE_MAX_BLOCKS
+    cdef floating *swap
+    cdef const floating *xr
+    cdef double m, s, log_s, x_label = 0.0, wx
+    cdef floating alpha, beta, gamma
+    cdef int pow2, pow2_last = 0
+    cdef Py_ssize_t r, r_last = lo
+    cdef int64_t y
+    memset(loss_g, 0, sizeof(loss_g))
+    st.active = 0
+    for r in range(lo, hi):
+        xr = x + r * ld
+        y = labels[r]
+        m = 0.0
+        s = 1.0
+        wx = 0.0
+        if y != ignore_index:
+            x_label = xr[y]
+            if smoothing != 0.0:
+                wx = wsum(xr, weight, n)
+            s = max_expstore_along(xr, e, n, shift, &m, &st)
+        stream_finish(&st, e)
+        if pow2_last != 0:     # rare: coefficients past the float range (xent_row_coefs)
+            fx_stream_fence()
+            scale_pow2(grad + r_last * ld_grad, n, pow2_last)
+        fx_blk_log(&s, 1, &log_s)
+        alpha = beta = gamma = 0
+        pow2 = 0
+        if y == ignore_index:
+            loss_g[0] = 0.0
+        else:
+            loss_g[0] = xent_row_coefs(
+                y, weight, n, smoothing, weight_total, m + log_s, s, x_label, wx,
+                scale if row_scale == NULL else row_scale[r], &alpha, &beta, &gamma, &pow2)
+            block_factors(shift, n, m, alpha, a)
+        store_losses(loss_g, 1, GROUP_ROWS, loss + r if loss != NULL else NULL, &sums[r])
+        stream_start(&st, grad + r * ld_grad, e, n, a, 1, beta, weight,
+                     -1 if y == ignore_index else y, gamma, y == ignore_index)
+        pow2_last = pow2
+        r_last = r
+        swap = e
+        e = e_next
+        e_next = swap
+        swap = a
+        a = a_next
+        a_next = swap
+    stream_finish(&st, e)
+    fx_stream_fence()
+    if pow2_last != 0:
+        scale_pow2(grad + r_last * ld_grad, n, pow2_last)
+    fx_stream_fence()
+
+
 cdef void group_xent_prob(
     const floating *x, Py_ssize_t ld, const floating *t, Py_ssize_t ld_t, Py_ssize_t nr,
     Py_ssize_t n, const double *weight, double smoothing, floating *grad, Py_ssize_t ld_grad,
@@ -869,12 +1012,21 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
     cdef Py_ssize_t ld_out = out.strides[0] // sizeof(floating)
     cdef int32_t[::1] flat = flat_index(nb, n, ld_out)
     cdef const int32_t *flat_ptr = NULL if flat is None else &flat[0]
+    cdef floating[:, ::1] scratch
     if nb:
         for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
                         nogil=True):
             r0 = i * nb
             block_softmax(&x[r0, 0], ld, min(nb, n_rows - r0), n, &out[r0, 0], ld_out,
                           flat_ptr)
+        return
+    if streamed(n_rows, n, sizeof(floating)):
+        scratch = stream_scratch(n_threads, n, np.float32 if floating is float else np.float64)
+        for i in prange((n_rows + STREAM_RUN - 1) // STREAM_RUN, schedule='guided',
+                        num_threads=n_threads, nogil=True):
+            r0 = i * STREAM_RUN
+            streamed_softmax(&x[0, 0], ld, r0, min(r0 + STREAM_RUN, n_rows), n, &out[0, 0],
+                             ld_out, &scratch[threadid(), 0])
         return
     nb = group_rows(n)
     for i in prange((n_rows + nb - 1) // nb, schedule='guided', num_threads=n_threads,
@@ -1076,6 +1228,16 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
         nb = group_rows(n)
     sums_array = np.empty((n_rows + nb - 1) // nb, np.float64)
     cdef double[::1] sums = sums_array
+    cdef floating[:, ::1] scratch
+    if with_grad and not in_blocks and streamed(n_rows, n, sizeof(floating)):
+        scratch = stream_scratch(n_threads, n, np.float32 if floating is float else np.float64)
+        for i in prange((n_rows + STREAM_RUN - 1) // STREAM_RUN, schedule='guided',
+                        num_threads=n_threads, nogil=True):
+            r0 = i * STREAM_RUN
+            streamed_xent_index(&x[0, 0], ld, r0, min(r0 + STREAM_RUN, n_rows), n, &labels[0],
+                                ignore_index, w, smoothing, weight_total, per_row, &sums[0],
+                                &grad[0, 0], ld_grad, rsc, scale, &scratch[threadid(), 0])
+        return sums_array
     if in_blocks:
         for i in prange(sums.shape[0], schedule='guided', num_threads=n_threads, nogil=True):
             r0 = i * nb

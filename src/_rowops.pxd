@@ -129,6 +129,66 @@ cdef inline void axpw_blocks(floating *g, const double *w, Py_ssize_t n, const f
         fx_axpw_blocks_d(g, w, n, shift, m, alpha, beta)
 
 
+cdef extern from "fx_streamops.h" nogil:
+    enum:
+        FX_HAS_STREAM
+    ctypedef struct fx_stream_t:
+        int active
+    void fx_stream_fence()
+    void fx_block_factors_f(const float *shift, Py_ssize_t n, double m, double alpha,
+                            float *a_blk)
+    void fx_block_factors_d(const double *shift, Py_ssize_t n, double m, double alpha,
+                            double *a_blk)
+    void fx_stream_start_f(fx_stream_t *st, float *out, const float *e, Py_ssize_t n,
+                           const float *a_blk, int has_beta, float beta, const double *w,
+                           Py_ssize_t label, float gamma, int zero)
+    void fx_stream_start_d(fx_stream_t *st, double *out, const double *e, Py_ssize_t n,
+                           const double *a_blk, int has_beta, double beta, const double *w,
+                           Py_ssize_t label, double gamma, int zero)
+    void fx_stream_finish_f(fx_stream_t *st)
+    void fx_stream_finish_d(fx_stream_t *st)
+    double fx_max_expstore_along_f(const float *x, float *e, Py_ssize_t n, float *shift,
+                                   double *m, fx_stream_t *st)
+    double fx_max_expstore_along_d(const double *x, double *e, Py_ssize_t n, double *shift,
+                                   double *m, fx_stream_t *st)
+
+
+cdef inline void block_factors(const floating *shift, Py_ssize_t n, double m, double alpha,
+                               floating *a_blk) noexcept nogil:
+    if floating is float:
+        fx_block_factors_f(shift, n, m, alpha, a_blk)
+    else:
+        fx_block_factors_d(shift, n, m, alpha, a_blk)
+
+
+cdef inline void stream_start(fx_stream_t *st, floating *out, const floating *e, Py_ssize_t n,
+                              const floating *a_blk, int has_beta, floating beta,
+                              const double *w, Py_ssize_t label, floating gamma,
+                              int zero) noexcept nogil:
+    if floating is float:
+        fx_stream_start_f(st, out, e, n, a_blk, has_beta, beta, w, label, gamma, zero)
+    else:
+        fx_stream_start_d(st, out, e, n, a_blk, has_beta, beta, w, label, gamma, zero)
+
+
+cdef inline void stream_finish(fx_stream_t *st, floating *tag) noexcept nogil:
+    """Writes the rest of the row in flight (``tag``: any pointer of the row type, to pick
+    the specialisation)."""
+    if floating is float:
+        fx_stream_finish_f(st)
+    else:
+        fx_stream_finish_d(st)
+
+
+cdef inline double max_expstore_along(const floating *x, floating *e, Py_ssize_t n,
+                                      floating *shift, double *m,
+                                      fx_stream_t *st) noexcept nogil:
+    if floating is float:
+        return fx_max_expstore_along_f(x, e, n, shift, m, st)
+    else:
+        return fx_max_expstore_along_d(x, e, n, shift, m, st)
+
+
 cdef inline void scale(floating *y, Py_ssize_t n, floating a) noexcept nogil:
     if floating is float:
         fx_scale_f(y, n, a)
