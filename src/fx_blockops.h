@@ -33,7 +33,8 @@ static inline double fx_log(double x)
        in the C = 10 loss gradient (callgrind; docs/performance.md, session 16). So there the
        shift is a logical one of (bits - c) ^ 2^63, which orders as unsigned what bits - c
        orders as signed, and the conversion adds k to the mantissa of 1.5 * 2^52. The same k
-       and kd either way, for every bit pattern of x. */
+       and kd either way, whatever x: for any 64-bit v, (v ^ 2^63) >> 52 taken unsigned is
+       floor(v / 2^52) + 2048, and |k| <= 2048 is exact in that mantissa. */
 #if defined(__AVX512DQ__)
     k = (bits - 0x3FE6A09E667F3BCDLL) >> 52;                /* bits of sqrt(1/2) */
     kd = (double)k;
