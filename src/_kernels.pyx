@@ -784,32 +784,37 @@ cdef object stream_scratch(Py_ssize_t n_threads, Py_ssize_t n, object dtype):
     return np.empty((max(1, n_threads), 2 * n + 2 * FX_ONLINE_MAX_BLOCKS), dtype)
 
 
+cdef inline floating *slot_exps(floating *scratch, Py_ssize_t n, Py_ssize_t r) noexcept nogil:
+    """Row r's scratch row for its exponentials: rows alternate between the two, so that row
+    r - 1's, still being streamed out, is not overwritten."""
+    return scratch + (r & 1) * n
+
+
+cdef inline floating *slot_factors(floating *scratch, Py_ssize_t n,
+                                   Py_ssize_t r) noexcept nogil:
+    """Row r's block factors (``block_factors``), alternating as ``slot_exps``."""
+    return scratch + 2 * n + (r & 1) * FX_ONLINE_MAX_BLOCKS
+
+
 cdef void streamed_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t lo, Py_ssize_t hi,
                            Py_ssize_t n, floating *out, Py_ssize_t ld_out,
                            floating *scratch) noexcept nogil:
     """``group_softmax`` of rows lo to hi - 1, written in blocks, their outputs streamed."""
     cdef fx_stream_t st
     cdef floating shift[FX_ONLINE_MAX_BLOCKS]
-    cdef floating *e = scratch
-    cdef floating *e_next = scratch + n
-    cdef floating *a = scratch + 2 * n
-    cdef floating *a_next = a + FX_ONLINE_MAX_BLOCKS
-    cdef floating *swap
+    cdef floating *e
+    cdef floating *a
     cdef double m, s
     cdef Py_ssize_t r
     st.active = 0
     for r in range(lo, hi):
+        e = slot_exps(scratch, n, r)
+        a = slot_factors(scratch, n, r)
         s = max_expstore_along(x + r * ld, e, n, shift, &m, &st)
         stream_finish(&st, e)
         block_factors(shift, n, m, 1.0 / s, a)
         stream_start(&st, out + r * ld_out, e, n, a, 0, 0, NULL, -1, 0, 0)
-        swap = e
-        e = e_next
-        e_next = swap
-        swap = a
-        a = a_next
-        a_next = swap
-    stream_finish(&st, e)
+    stream_finish(&st, scratch)
     fx_stream_fence()
 
 
@@ -825,11 +830,8 @@ cdef void streamed_xent_index(
     cdef fx_stream_t st
     cdef floating shift[FX_ONLINE_MAX_BLOCKS]
     cdef double loss_g[GROUP_ROWS]
-    cdef floating *e = scratch
-    cdef floating *e_next = scratch + n
-    cdef floating *a = scratch + 2 * n
-    cdef floating *a_next = a + FX_ONLINE_MAX_BLOCKS
-    cdef floating *swap
+    cdef floating *e
+    cdef floating *a
     cdef const floating *xr
     cdef double m, s, log_s, x_label = 0.0, wx
     cdef floating alpha, beta, gamma
@@ -839,6 +841,8 @@ cdef void streamed_xent_index(
     memset(loss_g, 0, sizeof(loss_g))
     st.active = 0
     for r in range(lo, hi):
+        e = slot_exps(scratch, n, r)
+        a = slot_factors(scratch, n, r)
         xr = x + r * ld
         y = labels[r]
         m = 0.0
@@ -868,13 +872,7 @@ cdef void streamed_xent_index(
                      -1 if y == ignore_index else y, gamma, y == ignore_index)
         pow2_last = pow2
         r_last = r
-        swap = e
-        e = e_next
-        e_next = swap
-        swap = a
-        a = a_next
-        a_next = swap
-    stream_finish(&st, e)
+    stream_finish(&st, scratch)
     fx_stream_fence()
     if pow2_last != 0:
         scale_pow2(grad + r_last * ld_grad, n, pow2_last)
