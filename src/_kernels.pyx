@@ -778,10 +778,16 @@ cdef inline bint streamed(Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t itemsize) 
             and n_rows * n * itemsize >= stream_min_bytes)
 
 
-cdef object stream_scratch(Py_ssize_t n_threads, Py_ssize_t n, object dtype):
+cdef inline int stream_team(int n_threads, Py_ssize_t n_rows) noexcept nogil:
+    """Threads for streamed rows: no more than there are runs of rows, since each thread
+    holds scratch of two rows (``n_threads`` may be up to 65536)."""
+    return <int>max(1, min(<Py_ssize_t>n_threads, (n_rows + STREAM_RUN - 1) // STREAM_RUN))
+
+
+cdef object stream_scratch(int team, Py_ssize_t n, object dtype):
     """Each thread's scratch for streamed rows: two rows of exponentials and two rows' block
     factors."""
-    return np.empty((max(1, n_threads), 2 * n + 2 * FX_ONLINE_MAX_BLOCKS), dtype)
+    return np.empty((team, 2 * n + 2 * FX_ONLINE_MAX_BLOCKS), dtype)
 
 
 cdef inline floating *slot_exps(floating *scratch, Py_ssize_t n, Py_ssize_t r) noexcept nogil:
@@ -1019,9 +1025,10 @@ def softmax_rows(const floating[:, :] x, floating[:, :] out, int n_threads):
                           flat_ptr)
         return
     if streamed(n_rows, n, sizeof(floating)):
-        scratch = stream_scratch(n_threads, n, np.float32 if floating is float else np.float64)
+        team = stream_team(n_threads, n_rows)
+        scratch = stream_scratch(team, n, np.float32 if floating is float else np.float64)
         for i in prange((n_rows + STREAM_RUN - 1) // STREAM_RUN, schedule='guided',
-                        num_threads=n_threads, nogil=True):
+                        num_threads=team, nogil=True):
             r0 = i * STREAM_RUN
             streamed_softmax(&x[0, 0], ld, r0, min(r0 + STREAM_RUN, n_rows), n, &out[0, 0],
                              ld_out, &scratch[threadid(), 0])
@@ -1227,10 +1234,12 @@ def xent_index_rows(const floating[:, :] x, const int64_t[::1] labels,
     sums_array = np.empty((n_rows + nb - 1) // nb, np.float64)
     cdef double[::1] sums = sums_array
     cdef floating[:, ::1] scratch
+    cdef int team
     if with_grad and not in_blocks and streamed(n_rows, n, sizeof(floating)):
-        scratch = stream_scratch(n_threads, n, np.float32 if floating is float else np.float64)
+        team = stream_team(n_threads, n_rows)
+        scratch = stream_scratch(team, n, np.float32 if floating is float else np.float64)
         for i in prange((n_rows + STREAM_RUN - 1) // STREAM_RUN, schedule='guided',
-                        num_threads=n_threads, nogil=True):
+                        num_threads=team, nogil=True):
             r0 = i * STREAM_RUN
             streamed_xent_index(&x[0, 0], ld, r0, min(r0 + STREAM_RUN, n_rows), n, &labels[0],
                                 ignore_index, w, smoothing, weight_total, per_row, &sums[0],

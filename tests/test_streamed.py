@@ -8,6 +8,8 @@ must agree bit for bit: odd row lengths and strides (rows that start anywhere in
 line), several runs of rows, in place, ignored rows, weights, smoothing, special values, the
 rare rescale by powers of two, and any number of threads.
 """
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -133,6 +135,24 @@ def test_loss_gradient_streamed_rescaled_by_powers_of_two(streaming, dtype):
     grad = streamed[1]
     assert np.isfinite(grad[[0, 2, 3]]).all()
     assert abs(grad[0, target[0]]) > big / 2    # the power of two was applied
+
+
+def test_scratch_is_bounded_by_the_runs_of_rows(streaming):
+    """Each thread holds two rows of scratch, so the team is capped at the runs of 32 rows:
+    64 threads asked for 3 rows of 2^19 doubles (4 MiB each) take one thread's 8 MiB, not
+    512 MiB, and give the same bits."""
+    x = logits(np.float64, 3, 1 << 19, seed=4)
+    target = np.array([1, 2, 3])
+    with np.errstate(invalid="ignore"):
+        tracemalloc.start()        # NumPy reports its allocations to tracemalloc
+        try:
+            streamed, plain = streaming(
+                lambda: fastxent.cross_entropy_with_grad(x, target, n_threads=64))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert_same_bits(streamed, plain)
+    assert peak < 48 << 20, f"{peak / 2**20:.0f} MiB"   # two 12 MiB gradients, 8 MiB scratch
 
 
 def test_threshold_round_trip():
