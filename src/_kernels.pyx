@@ -752,8 +752,9 @@ cdef enum:
     STREAM_RUN = 32         # rows per run: the pipeline fills and drains once per run
 
 # Streaming only pays where the output would not stay in cache anyway: measured here
-# (docs/performance.md, session 16), 0.4-0.98x for outputs of 4 to 62 MiB, 1.05-1.2x from
-# 125 MiB on. An output that a machine's caches cannot hold has no use for its lines there.
+# (docs/performance.md, session 16; tools/stream_threshold.py), 0.4-0.98x for outputs of 4 to
+# 62 MiB, about 1.1x from 125 MiB on (1.0-1.2x on two threads, with the host's load). An
+# output that a machine's caches cannot hold has no use for its lines there.
 cdef Py_ssize_t stream_min_bytes = 64 << 20
 
 

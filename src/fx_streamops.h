@@ -10,11 +10,11 @@
  * docs/performance.md, sessions 5 and 15). So the rows of a thread go through a pipeline of
  * two: while row r is read (its max, in steps of FX_STREAM_STEP elements) the output of row
  * r - 1, whose exponentials wait in a scratch row in L2, is streamed out a step at a time
- * (tools/exp_store_floor.c's "pipelined NT" first). Against the kernels that write in place:
- * 1.05-1.2x for softmax and the loss gradient at 1024 x 32000 and 256 x 131072, float32 and
- * float64, one and two threads; but 0.4-0.98x for outputs of 4 to 62 MiB, which this
- * machine's caches keep (docs/performance.md, session 16): hence stream_min_bytes in
- * _kernels.pyx.
+ * (tools/exp_store_floor.c's "pipelined NT" first). Against the kernels that write in place,
+ * softmax and the loss gradient at 1024 x 32000 and 256 x 131072: about 1.1x on one thread,
+ * from even to 1.2x on two with the host's load; but 0.4-0.98x for outputs of 4 to 62 MiB,
+ * which this machine's caches keep (docs/performance.md, session 16; tools/
+ * stream_threshold.py): hence stream_min_bytes in _kernels.pyx.
  *
  * The values are those of fx_axpw_blocks and fx_scale_blocks (fx_rowops_impl.h), the same
  * bits: only the stores differ. Whole 64-byte lines go out with streaming stores where the
