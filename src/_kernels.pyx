@@ -883,7 +883,6 @@ cdef void streamed_xent_index(
     fx_stream_fence()
     if pow2_last != 0:
         scale_pow2(grad + r_last * ld_grad, n, pow2_last)
-    fx_stream_fence()
 
 
 cdef void group_xent_prob(

@@ -102,14 +102,15 @@ static inline void FX_NAME(fx_stream_write)(FX_T *out, const FX_T *buf, ptrdiff_
     }
 }
 
-/* Writes the next elements of the row, about count of them: the step ends on a line boundary
-   of out (or at the row's end), so that the steps after the first stream whole lines only. */
-static inline void FX_NAME(fx_stream_step)(fx_stream_t *st, ptrdiff_t count)
+/* Writes the next FX_STREAM_STEP elements of the row, or fewer: the step ends on a line
+   boundary of out (or at the row's end), so that the steps after the first stream whole lines
+   only. */
+static inline void FX_NAME(fx_stream_step)(fx_stream_t *st)
 {
     FX_T buf[FX_STREAM_STEP];
     FX_T *out = (FX_T *)st->out;
     const ptrdiff_t lo = st->next;
-    ptrdiff_t hi = lo + (count < FX_STREAM_STEP ? count : FX_STREAM_STEP);
+    ptrdiff_t hi = lo + FX_STREAM_STEP;
     if (hi >= st->n) {
         hi = st->n;
     } else if ((uintptr_t)out % sizeof(FX_T) == 0) {
@@ -129,7 +130,7 @@ static inline void FX_NAME(fx_stream_finish)(fx_stream_t *st)
         return;
     }
     while (st->next < st->n) {
-        FX_NAME(fx_stream_step)(st, FX_STREAM_STEP);
+        FX_NAME(fx_stream_step)(st);
     }
     st->active = 0;
 }
@@ -151,7 +152,7 @@ static inline double FX_NAME(fx_max_expstore_along)(const FX_T *x, FX_T *e, ptrd
             const FX_T sm = FX_NAME(fx_max)(x + b + k, step);
             bm = sm > bm ? sm : bm;
             if (st->active && st->next < st->n) {
-                FX_NAME(fx_stream_step)(st, FX_STREAM_STEP);
+                FX_NAME(fx_stream_step)(st);
             }
         }
         FX_NAME(fx_raise_max)(&m, &s, bm);

@@ -7,6 +7,16 @@ Usage::
     perf report -i /tmp/perf.data --stdio --sort symbol
     perf annotate -i /tmp/perf.data --stdio -s <symbol>
 
+or, with a fixed number of calls, for valgrind to count instructions (AVX2 or baseline
+builds only: valgrind does not decode AVX-512; docs/performance.md, session 16). The driver's
+inclusive count over the two calls (warm-up and one), halved, is its count per call; the
+program's total is not, as it includes OpenBLAS's threads spinning::
+
+    PY=$(python -c "import sys; print(sys.executable)")   # not a pyenv shim script
+    OPENBLAS_NUM_THREADS=1 FASTXENT_ISA=avx2 valgrind --tool=callgrind \
+        --callgrind-out-file=/tmp/cg.out $PY tools/kernel_loop.py ce_grad --calls 1
+    callgrind_annotate --inclusive=yes /tmp/cg.out | grep -m1 xent_index_rows
+
 The drivers and their arguments are those of ``tools/time_kernels.py`` (one thread, outputs
 allocated once, standard-normal logits); ``ce_prob`` is the public ``cross_entropy`` against
 class probabilities (session 8's profile of those rows). The last line printed is the time
@@ -34,6 +44,8 @@ def main(argv=None):
     parser.add_argument("--shape", default="65536x10")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--calls", type=int, default=None,
+                        help="exactly this many calls (after one warm-up) instead of --seconds")
     args = parser.parse_args(argv)
     n, c = (int(s) for s in args.shape.split("x"))
     if args.op == "ce_prob":                # the public loss against class probabilities
@@ -43,8 +55,11 @@ def main(argv=None):
         call = functools.partial(fastxent.cross_entropy, x, p, n_threads=1)
     else:
         call = kernel_calls(n, c, np.dtype(args.dtype))[args.op]
+    if args.calls is not None:
+        call()
     calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < args.seconds:
+    while (calls < args.calls if args.calls is not None
+           else time.perf_counter() - t0 < args.seconds):
         call()
         calls += 1
     ms = (time.perf_counter() - t0) / calls * 1e3
