@@ -31,7 +31,7 @@ row. Rows whose label is ``ignore_index`` get exactly zero loss and gradient, wh
 import numpy as np
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, NAN, fabs, ilogb, isfinite, isinf, ldexp, log
+from libc.math cimport INFINITY, NAN, fabs, ilogb, isfinite, isinf, ldexp, log, signbit
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memset
 
@@ -356,9 +356,9 @@ cdef void block_logsumexp(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ss
         out[r] = <floating>(NAN if nan[r] else (m[r] if isinf(m[r]) else m[r] + s[r]))
 
 
-# A block's worth of zeros, of either type (all bits zero): the rows' sums of w x where the
-# loss has no smoothing, softmax's b in blk_axpw. A memset of such an array on every block
-# compiled to ``rep stos``, a few per cent of the C = 10 kernels on an Intel Xeon (perf).
+# A block's worth of zeros (all bits zero): the rows' sums of w x where the loss has no
+# smoothing. A memset of such an array on every block compiled to ``rep stos``, a few per
+# cent of the C = 10 kernels on an Intel Xeon (perf).
 cdef double ZEROS[FX_LANES]
 
 
@@ -372,7 +372,7 @@ cdef void block_softmax(const floating *x, Py_ssize_t ld, Py_ssize_t nr, Py_ssiz
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     blk_sumexp(bt, nc, m, s, bt)
     blk_inv(m, nan, s, inv)
-    blk_axpw(bt, nc, inv, <const floating *>ZEROS, NULL, NULL, NULL)
+    blk_axpw(bt, nc, inv, NULL, NULL, NULL, NULL)
     blk_store(bt, nr, nc, out, ld_out, flat)
 
 
@@ -482,6 +482,8 @@ cdef void block_xent_index(
     cdef Py_ssize_t r
     cdef bint rescale = False
     cdef const double *wx_or_0 = ZEROS
+    cdef bint zero_beta = (smoothing == 0.0 and weight == NULL and row_scale == NULL
+                           and isfinite(scale) and not signbit(scale))
     blk_load_max(x, ld, nr, nc, bt, m, nan)
     if smoothing != 0.0:
         blk_wsum(bt, nc, weight, wx)
@@ -508,7 +510,9 @@ cdef void block_xent_index(
     if grad == NULL:
         return
     # the gradient: rescaled exponentials, minus at_label at the label, zero in ignored rows
-    blk_axpw(bt, nc, alpha, beta, weight, &lab, at_label)
+    # Without smoothing or weights every beta is +0 when the scale is a finite +0 or more
+    # (+0 in ignored and padding rows; rs * +0 elsewhere): then alpha e - beta is alpha e.
+    blk_axpw(bt, nc, alpha, NULL if zero_beta else beta, weight, &lab, at_label)
     blk_store(bt, nr, nc, grad, ld_grad, flat)
     if rescale:
         for r in range(nr):

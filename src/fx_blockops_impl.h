@@ -242,7 +242,9 @@ static inline void FX_NAME(fx_blk_wsum)(const FX_T *bt, ptrdiff_t nc, const doub
 /* et = a[r] * et - b[r] * w[j] (w NULL: 1): rescaled exponentials, and loss gradients. With
    class-index labels (labels, from fx_blk_label_terms), also - gamma[r] at the label's
    class, and 0 in the rows that have no label (ignored rows: exactly zero, whatever their
-   logits held; padding rows). */
+   logits held; padding rows). b NULL: every b[r] is +0 and w is NULL, so a[r] * et - b[r] is
+   a[r] * et, bit for bit (x - +0 is x, -0 included), one FMA fewer per element (softmax's
+   scale; the loss gradient without label smoothing). */
 static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, const FX_T *b,
                                         const double *w, const fx_blk_labels_t *labels,
                                         const FX_T *gamma)
@@ -250,6 +252,13 @@ static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, c
     const FX_LABEL_T *lab = labels == NULL ? NULL : FX_LABELS(labels);
     for (ptrdiff_t j = 0; j < nc; ++j) {
         FX_T wj = w == NULL ? (FX_T)1 : (FX_T)w[j];
+        if (lab == NULL && b == NULL) {
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+                et[j * FX_LANES + r] = a[r] * et[j * FX_LANES + r];
+            }
+            continue;
+        }
         if (lab == NULL) {
             FX_PRAGMA(omp simd)
             for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
@@ -257,14 +266,23 @@ static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, c
             }
             continue;
         }
-        /* The same bits as subtracting gamma at the label alone: x - 0 is x. gamma is
-           loaded in every lane: a load under the condition becomes a masked load, slow on
-           AVX2. */
+        /* gamma subtracted at the label alone, as a select of v - g or v (a masked subtract
+           where the ISA has masks). gamma is loaded in every lane: a load under the
+           condition becomes a masked load, slow on AVX2. */
+        if (b == NULL) {
+            FX_PRAGMA(omp simd)
+            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+                const FX_T g = gamma[r];
+                const FX_T v = a[r] * et[j * FX_LANES + r];
+                et[j * FX_LANES + r] = lab[r] == (FX_LABEL_T)j ? v - g : v;
+            }
+            continue;
+        }
         FX_PRAGMA(omp simd)
         for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
             const FX_T g = gamma[r];
-            const FX_T at_label = lab[r] == (FX_LABEL_T)j ? g : (FX_T)0;
-            et[j * FX_LANES + r] = (a[r] * et[j * FX_LANES + r] - b[r] * wj) - at_label;
+            const FX_T v = a[r] * et[j * FX_LANES + r] - b[r] * wj;
+            et[j * FX_LANES + r] = lab[r] == (FX_LABEL_T)j ? v - g : v;
         }
     }
     if (lab == NULL) {

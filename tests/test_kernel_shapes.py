@@ -419,3 +419,40 @@ def test_probability_targets_coefficients_past_the_limit(kernel_shape, dtype, bi
     np.testing.assert_allclose(grad / big, want_grad / big, rtol=TOL[dtype] * 10,
                                atol=TOL[dtype] * 10)
     np.testing.assert_allclose(float(loss) / big, float(want_loss) / big, rtol=TOL[dtype])
+
+
+def _same_bits_or_both_nan(a, b):
+    """Bit for bit (so -0 differs from +0), but a NaN matches any NaN (its sign is the
+    arithmetic's choice of operand)."""
+    a, b = np.asarray(a), np.asarray(b)
+    nan = np.isnan(a)
+    return (np.array_equal(nan, np.isnan(b))
+            and a[~nan].tobytes() == b[~nan].tobytes())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [3, 10, 31, 100])
+@pytest.mark.parametrize("grad_output", [None, 2.5, -3.0, 0.0, -0.0, np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_unit_weights_give_the_same_bits(kernel_shape, dtype, n_classes, grad_output,
+                                         reduction):
+    """Without class weights or smoothing every row's beta is +0 for a scale that is a finite
+    +0 or more, and the block kernel then writes alpha e, not alpha e - beta w: unit weights
+    take the general expression and must give the same bits, -0 and infinities included,
+    for every sign and kind of grad_output."""
+    x = make_logits(150, n_classes, dtype, seed=5)
+    x[6, :] = 0.0                           # equal logits
+    x[7, 1] = 200.0                         # exponentials that underflow to +0: -0 gradients
+    y = np.random.default_rng(6).integers(0, n_classes, 150)
+    y[::7] = -100
+    kw = dict(reduction=reduction, grad_output=grad_output)
+    with np.errstate(all="ignore"):
+        loss, grad = fastxent.cross_entropy_with_grad(x, y, **kw)
+        loss_w, grad_w = fastxent.cross_entropy_with_grad(
+            x, y, weight=np.ones(n_classes), **kw)
+    assert _same_bits_or_both_nan(grad, grad_w)
+    assert _same_bits_or_both_nan(loss, loss_w)
+    if grad_output is not None and grad_output < 0:
+        # alpha < 0 there, alpha e = -0, and - beta = -(-0) turns it into +0: a fast path
+        # taken for a negative scale would leave -0
+        assert grad[7, 0] == 0 and not np.signbit(grad[7, 0])
