@@ -5,8 +5,8 @@ Saves, per dtype and shape (class counts from 7 to 70000, a -inf logit in each),
 of logsumexp, softmax, log_softmax and cross_entropy_with_grad (loss and gradient: per row
 with label smoothing 0.1; and the mean without smoothing, every fifth row ignored, the
 kernels' path without beta since session 17): 84 arrays. Bit for bit: -0 differs from +0;
-a NaN matches any NaN (its sign is the arithmetic's choice of operand). Compare under the same FASTXENT_ISA: the ISA builds differ from
-each other in the last bits (FMA), by design.
+a NaN matches any NaN (its sign is the arithmetic's choice of operand). Compare under the
+same FASTXENT_ISA: the ISA builds differ from each other in the last bits (FMA), by design.
 
 Usage::
 
