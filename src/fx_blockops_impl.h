@@ -244,46 +244,44 @@ static inline void FX_NAME(fx_blk_wsum)(const FX_T *bt, ptrdiff_t nc, const doub
    class, and 0 in the rows that have no label (ignored rows: exactly zero, whatever their
    logits held; padding rows). b NULL: every b[r] is +0 and w is NULL, so a[r] * et - b[r] is
    a[r] * et, bit for bit (x - +0 is x, -0 included), one FMA fewer per element (softmax's
-   scale; the loss gradient without label smoothing). */
+   scale; the loss gradient without label smoothing). The loop is written once, in
+   fx_blk_axpw_impl, with has_b and has_lab constants in each call, as fx_blk_sumexp does. */
+FX_ALWAYS_INLINE void FX_NAME(fx_blk_axpw_impl)(FX_T *et, ptrdiff_t nc, const FX_T *a,
+                                                const FX_T *b, const double *w,
+                                                const FX_LABEL_T *lab, const FX_T *gamma,
+                                                const int has_b, const int has_lab)
+{
+    for (ptrdiff_t j = 0; j < nc; ++j) {
+        const FX_T wj = w == NULL ? (FX_T)1 : (FX_T)w[j];
+        /* gamma subtracted at the label alone, as a select of v - g or v (a masked subtract
+           where the ISA has masks). gamma is loaded in every lane: a load under the
+           condition becomes a masked load, slow on AVX2. */
+        FX_PRAGMA(omp simd)
+        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
+            FX_T v = has_b ? a[r] * et[j * FX_LANES + r] - b[r] * wj
+                           : a[r] * et[j * FX_LANES + r];
+            if (has_lab) {
+                const FX_T g = gamma[r];
+                v = lab[r] == (FX_LABEL_T)j ? v - g : v;
+            }
+            et[j * FX_LANES + r] = v;
+        }
+    }
+}
+
 static inline void FX_NAME(fx_blk_axpw)(FX_T *et, ptrdiff_t nc, const FX_T *a, const FX_T *b,
                                         const double *w, const fx_blk_labels_t *labels,
                                         const FX_T *gamma)
 {
     const FX_LABEL_T *lab = labels == NULL ? NULL : FX_LABELS(labels);
-    for (ptrdiff_t j = 0; j < nc; ++j) {
-        FX_T wj = w == NULL ? (FX_T)1 : (FX_T)w[j];
-        if (lab == NULL && b == NULL) {
-            FX_PRAGMA(omp simd)
-            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-                et[j * FX_LANES + r] = a[r] * et[j * FX_LANES + r];
-            }
-            continue;
-        }
-        if (lab == NULL) {
-            FX_PRAGMA(omp simd)
-            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-                et[j * FX_LANES + r] = a[r] * et[j * FX_LANES + r] - b[r] * wj;
-            }
-            continue;
-        }
-        /* gamma subtracted at the label alone, as a select of v - g or v (a masked subtract
-           where the ISA has masks). gamma is loaded in every lane: a load under the
-           condition becomes a masked load, slow on AVX2. */
-        if (b == NULL) {
-            FX_PRAGMA(omp simd)
-            for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-                const FX_T g = gamma[r];
-                const FX_T v = a[r] * et[j * FX_LANES + r];
-                et[j * FX_LANES + r] = lab[r] == (FX_LABEL_T)j ? v - g : v;
-            }
-            continue;
-        }
-        FX_PRAGMA(omp simd)
-        for (ptrdiff_t r = 0; r < FX_LANES; ++r) {
-            const FX_T g = gamma[r];
-            const FX_T v = a[r] * et[j * FX_LANES + r] - b[r] * wj;
-            et[j * FX_LANES + r] = lab[r] == (FX_LABEL_T)j ? v - g : v;
-        }
+    if (lab == NULL && b == NULL) {
+        FX_NAME(fx_blk_axpw_impl)(et, nc, a, NULL, NULL, NULL, NULL, 0, 0);
+    } else if (lab == NULL) {
+        FX_NAME(fx_blk_axpw_impl)(et, nc, a, b, w, NULL, NULL, 1, 0);
+    } else if (b == NULL) {
+        FX_NAME(fx_blk_axpw_impl)(et, nc, a, NULL, NULL, lab, gamma, 0, 1);
+    } else {
+        FX_NAME(fx_blk_axpw_impl)(et, nc, a, b, w, lab, gamma, 1, 1);
     }
     if (lab == NULL) {
         return;
